@@ -1,0 +1,310 @@
+"""Opening the database file and running transactions on it.
+
+The only module that talks to apsw directly and the only place where driver errors are
+translated into :class:`~localq.DatabaseError` (chained with ``from``).
+
+Rules this module enforces (reference/reliability.md §0):
+
+* every write is one ``BEGIN IMMEDIATE`` transaction: a DEFERRED read that upgrades to a
+  write fails at once with ``SQLITE_BUSY`` whatever the busy timeout (the "database is
+  locked" bug every peer ships);
+* one connection per thread, opened lazily; a forked child never touches (not even closes)
+  a connection it inherited, because closing it can delete the WAL under the parent;
+* cursors are always read to the end, so no snapshot stays pinned and the WAL stays bounded;
+* durability is the per-connection ``synchronous`` level, switched per transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import apsw
+
+from . import schema
+from .errors import ConfigError, DatabaseError
+
+__all__ = ["DURABILITY_MODES", "Store", "resolve_path"]
+
+DURABILITY_MODES = ("safe", "full", "normal")
+
+#: Connections inherited through fork(): kept referenced forever so that they are never
+#: closed in the child (sqlite.org/howtocorrupt.html §2.6).
+_abandoned: list[Any] = []
+
+_OPEN_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_NOFOLLOW
+
+
+def resolve_path(path: str | os.PathLike[str] | None) -> str:
+    """Return the absolute database path for *path* (``None``: ``$LOCALQ_PATH`` or ./localq.db).
+
+    :raises ConfigError: ``:memory:``, a missing parent directory, a directory, or a symlink.
+    """
+    if path is None:
+        path = os.environ.get("LOCALQ_PATH") or "localq.db"
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+    text = os.fspath(path)
+    if not text or text == ":memory:" or text.startswith("file:"):
+        raise ConfigError(
+            f"path {text!r} is not supported: localq shares a queue between threads and"
+            " processes through a file; use a file path (in tests, pytest's tmp_path / 'q.db')"
+        )
+    full = os.path.abspath(text)
+    parent = os.path.dirname(full)
+    if not os.path.isdir(parent):
+        raise ConfigError(f"directory {parent!r} does not exist: create it first (path {text!r})")
+    if os.path.islink(full):
+        raise ConfigError(f"{full!r} is a symlink: localq opens only real files; pass the target path")
+    if os.path.isdir(full):
+        raise ConfigError(f"{full!r} is a directory: pass a file path such as {full}/localq.db")
+    return full
+
+
+def _translate(exc: apsw.Error, path: str, busy_timeout: float) -> DatabaseError:
+    # Matching on exception classes, never on message text.
+    if isinstance(exc, apsw.BusyError):
+        msg = (f"database {path!r} stayed locked by another connection for over {busy_timeout:g} s;"
+               " raise settings['busy_timeout'] or look for a process holding a long transaction")
+    elif isinstance(exc, apsw.FullError):
+        msg = f"disk full while writing {path!r}: free some space; nothing of this call was stored"
+    elif isinstance(exc, (apsw.NotADBError, apsw.CorruptError)):
+        msg = (f"{path!r} is corrupt or not a database ({exc.__class__.__name__}): restore it from"
+               " a backup, or move it away to start a new queue")
+    elif isinstance(exc, apsw.IOError):
+        msg = f"I/O error on {path!r} ({exc}): check the disk; nothing of this call was stored"
+    elif isinstance(exc, apsw.ReadOnlyError):
+        msg = f"{path!r} is read-only: localq needs write access to the file and its directory"
+    elif isinstance(exc, apsw.CantOpenError):
+        msg = f"cannot open {path!r}: check that it exists, is a file and is readable and writable"
+    elif isinstance(exc, apsw.TooBigError):
+        msg = f"a value is too large for {path!r}: store large payloads in files"
+    else:
+        msg = f"database error on {path!r}: {exc.__class__.__name__}: {exc}"
+    return DatabaseError(msg, path=path)
+
+
+class Store:
+    """One database file, opened by one process: thread-local connections and transactions.
+
+    :param path: an absolute path from :func:`resolve_path`.
+    :param durability: ``"safe"``, ``"full"`` or ``"normal"`` (see API.md).
+    :param busy_timeout: seconds a transaction waits for another writer.
+    """
+
+    def __init__(self, path: str, *, durability: str = "safe", busy_timeout: float = 10.0) -> None:
+        if durability not in DURABILITY_MODES:
+            raise ConfigError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
+        self.path = path
+        self.durability = durability
+        self.busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._conns: weakref.WeakSet[apsw.Connection] = weakref.WeakSet()
+        self._closed = False
+        self._create_file()
+        self._check_and_migrate(self.connection())
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def _create_file(self) -> None:
+        # SQLite would create the file 0644 under a usual umask; created 0600 first, the
+        # -wal and -shm files inherit the owner-only mode.
+        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except FileExistsError:
+            return
+        except OSError as exc:
+            raise ConfigError(f"cannot create {self.path!r}: {exc.strerror}") from exc
+        os.close(fd)
+
+    def _open(self) -> apsw.Connection:
+        try:
+            conn = apsw.Connection(self.path, flags=_OPEN_FLAGS)
+        except apsw.Error as exc:
+            raise _translate(exc, self.path, self.busy_timeout) from exc
+        conn.set_busy_timeout(int(self.busy_timeout * 1000))
+        try:
+            # None of these writes to the file: a foreign file stays untouched.
+            for pragma in ("trusted_schema=OFF", "foreign_keys=ON", "cell_size_check=ON",
+                           "mmap_size=0", "journal_size_limit=67108864"):
+                conn.execute(f"PRAGMA {pragma}").fetchall()
+        except apsw.Error as exc:
+            conn.close()
+            raise _translate(exc, self.path, self.busy_timeout) from exc
+        conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
+        return conn
+
+    def _check_and_migrate(self, conn: apsw.Connection) -> None:
+        try:
+            app_id, version, objects = self._marker(conn)
+            if app_id == 0 and version == 0 and objects == 0:
+                # A new, empty file: WAL first, so that even the schema is written to the log.
+                conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            else:
+                self._refuse_foreign(app_id, version)
+            if version < schema.SCHEMA_VERSION:
+                self._migrate(conn)
+            mode = conn.execute("PRAGMA journal_mode").fetchall()[0][0]
+            if mode != "wal":
+                conn.execute("PRAGMA journal_mode=WAL").fetchall()
+        except apsw.Error as exc:
+            raise _translate(exc, self.path, self.busy_timeout) from exc
+
+    @staticmethod
+    def _marker(conn: apsw.Connection) -> tuple[int, int, int]:
+        app_id = conn.execute("PRAGMA application_id").fetchall()[0][0]
+        version = conn.execute("PRAGMA user_version").fetchall()[0][0]
+        objects = conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()[0][0]
+        return app_id, version, objects
+
+    def _refuse_foreign(self, app_id: int, version: int) -> None:
+        if app_id != schema.APPLICATION_ID:
+            raise DatabaseError(
+                f"{self.path!r} is not a localq database (it is another SQLite file):"
+                " pass the path of a localq queue file, or a new path", path=self.path)
+        if version > schema.SCHEMA_VERSION:
+            raise DatabaseError(
+                f"{self.path!r} has localq schema version {version}, newer than this localq"
+                f" (version {schema.SCHEMA_VERSION}): upgrade localq", path=self.path)
+
+    def _migrate(self, conn: apsw.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            app_id, version, objects = self._marker(conn)
+            if not (app_id == 0 and version == 0 and objects == 0):
+                self._refuse_foreign(app_id, version)
+            for step in schema.MIGRATIONS[version:]:
+                conn.execute(step)
+            conn.execute(f"PRAGMA application_id={schema.APPLICATION_ID:d}")
+            conn.execute(f"PRAGMA user_version={schema.SCHEMA_VERSION:d}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if not conn.autocommit:
+                conn.execute("ROLLBACK")
+            raise
+
+    # -- connections -----------------------------------------------------------------------
+
+    def connection(self) -> apsw.Connection:
+        """Return this thread's connection, opening it on first use (and after a fork)."""
+        if self._closed:
+            raise DatabaseError(f"the queue on {self.path!r} is closed", path=self.path)
+        pid = os.getpid()
+        if pid != self._pid:
+            self._after_fork(pid)
+        conn: apsw.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._open()
+            self._local.conn = conn
+            self._local.sync = None
+            with self._lock:
+                self._conns.add(conn)
+        return conn
+
+    def _after_fork(self, pid: int) -> None:
+        with self._lock:
+            _abandoned.extend(self._conns)
+            self._conns = weakref.WeakSet()
+            self._local = threading.local()
+            self._lock = threading.Lock()
+            self._pid = pid
+
+    def close(self) -> None:
+        """Close every connection this store opened (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if os.getpid() != self._pid:
+            return
+        with self._lock:
+            conns = list(self._conns)
+            self._conns = weakref.WeakSet()
+        for conn in conns:
+            try:
+                conn.close()
+            except apsw.Error:
+                pass  # a connection busy in another thread closes when that thread drops it
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    # -- transactions ----------------------------------------------------------------------
+
+    def _sync_level(self, durable: bool) -> str:
+        if self.durability == "full" or (self.durability == "safe" and durable):
+            return "FULL"
+        return "NORMAL"
+
+    @contextmanager
+    def write(self, *, durable: bool) -> Iterator[apsw.Connection]:
+        """Run the block as one ``BEGIN IMMEDIATE`` transaction.
+
+        :param durable: the transaction creates or changes user data (add, update, remove),
+            so the ``"safe"`` mode fsyncs its commit.
+        :raises DatabaseError: a driver error (the transaction was rolled back).
+        """
+        conn = self.connection()
+        level = self._sync_level(durable)
+        try:
+            if self._local.sync != level:
+                conn.execute(f"PRAGMA synchronous={level}")
+                self._local.sync = level
+            conn.execute("BEGIN IMMEDIATE")
+        except apsw.Error as exc:
+            raise _translate(exc, self.path, self.busy_timeout) from exc
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            self._rollback(conn)
+            if isinstance(exc, apsw.Error):
+                raise _translate(exc, self.path, self.busy_timeout) from exc
+            raise
+
+    @contextmanager
+    def read(self) -> Iterator[apsw.Connection]:
+        """Run the block's reads on one snapshot (a DEFERRED read transaction)."""
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN")
+        except apsw.Error as exc:
+            raise _translate(exc, self.path, self.busy_timeout) from exc
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            self._rollback(conn)
+            if isinstance(exc, apsw.Error):
+                raise _translate(exc, self.path, self.busy_timeout) from exc
+            raise
+
+    def _rollback(self, conn: apsw.Connection) -> None:
+        # After SQLITE_FULL/IOERR/BUSY SQLite may already have rolled back (lang_transaction §3).
+        if not conn.autocommit:
+            try:
+                conn.execute("ROLLBACK")
+            except apsw.Error:
+                pass
+
+    def query(self, sql: str, params: Any = None) -> list[Any]:
+        """Run one read statement outside a transaction and return all its rows."""
+        try:
+            return self.connection().execute(sql, params).fetchall()
+        except apsw.Error as exc:
+            raise _translate(exc, self.path, self.busy_timeout) from exc
+
+    def data_version(self) -> int:
+        """Return ``PRAGMA data_version`` of this thread's connection (changes on others' commits)."""
+        try:
+            return int(self.connection().execute("PRAGMA data_version").fetchall()[0][0])
+        except apsw.Error as exc:
+            raise _translate(exc, self.path, self.busy_timeout) from exc

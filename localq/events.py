@@ -1,0 +1,128 @@
+"""Events: local callbacks, and ``global:`` events read from the events table by cursor.
+
+Local events fire in the thread that did the work. Global events are rows written by the
+transition that caused them (in the same transaction), so a process that listens reads
+every one of them in order, whatever process wrote it; none is lost to a disconnect as
+with Redis pub/sub (bull#2187). One thread per Queue tails the table, started by the first
+``on("global:...")``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable
+
+from . import queries
+from ._db import Store
+from .errors import ConfigError, LocalqError
+from .wakeup import Watcher
+
+__all__ = ["EventBus", "GLOBAL_EVENTS", "LOCAL_EVENTS"]
+
+log = logging.getLogger("localq")
+
+LOCAL_EVENTS = frozenset({"error", "waiting", "active", "stalled", "progress", "completed",
+                          "failed", "paused", "resumed", "cleaned", "drained", "removed"})
+GLOBAL_EVENTS = frozenset({"waiting", "active", "stalled", "progress", "completed", "failed",
+                           "paused", "resumed", "drained", "removed", "delayed"})
+#: Global events that carry no job id.
+_QUEUE_EVENTS = frozenset({"paused", "resumed", "drained"})
+#: Global events whose data is passed as a second argument.
+_WITH_DATA = frozenset({"progress", "completed", "failed", "delayed"})
+
+Callback = Callable[..., Any]
+
+
+class EventBus:
+    """Listeners of one Queue instance, local and global."""
+
+    def __init__(self, store: Store, queue: str, watcher: Watcher) -> None:
+        self._store = store
+        self._queue = queue
+        self._watcher = watcher
+        self._lock = threading.Lock()
+        self._listeners: dict[str, list[tuple[Callback, bool]]] = {}
+        self._tail: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def on(self, event: str, callback: Callback, *, once: bool = False) -> None:
+        """Register *callback* for *event* (``"global:<name>"`` for every process's events)."""
+        if not isinstance(event, str):
+            raise ConfigError(f"event must be a str, not {type(event).__name__}")
+        base = event[7:] if event.startswith("global:") else event
+        known = GLOBAL_EVENTS if event.startswith("global:") else LOCAL_EVENTS
+        if base not in known:
+            raise ConfigError(f"unknown event {event!r}: use one of {sorted(known)}"
+                               " (with 'global:' for events of every process)")
+        if not callable(callback):
+            raise ConfigError("callback must be callable")
+        with self._lock:
+            self._listeners.setdefault(event, []).append((callback, once))
+        if event.startswith("global:"):
+            self._start_tail()
+
+    def off(self, event: str, callback: Callback) -> None:
+        """Unregister *callback* from *event* (no error if it was not registered)."""
+        with self._lock:
+            entries = self._listeners.get(event, [])
+            self._listeners[event] = [e for e in entries if e[0] is not callback]
+
+    def has(self, event: str) -> bool:
+        """Whether anything listens to *event*."""
+        return bool(self._listeners.get(event))
+
+    def emit(self, event: str, *args: Any) -> None:
+        """Call *event*'s listeners; an exception in one is logged and never propagates."""
+        entries = self._listeners.get(event)
+        if not entries:
+            if event == "error" and args:
+                log.error("localq queue %r: %s", self._queue, args[0])
+            return
+        with self._lock:
+            entries = list(self._listeners.get(event, []))
+            if any(once for _, once in entries):
+                self._listeners[event] = [e for e in entries if not e[1]]
+        for callback, _ in entries:
+            try:
+                callback(*args)
+            except Exception:
+                log.exception("localq: a %r event listener raised", event)
+
+    def close(self) -> None:
+        """Stop the global tail thread."""
+        self._stop.set()
+        tail = self._tail
+        if tail is not None and tail is not threading.current_thread():
+            tail.join(2.0)
+
+    def _start_tail(self) -> None:
+        with self._lock:
+            if self._tail is not None:
+                return
+            # The cursor starts at the newest event: listeners get what happens from now on.
+            cursor = queries.last_event_id(self._store)
+            self._tail = threading.Thread(target=self._run_tail, args=(cursor,),
+                                          name="localq-events", daemon=True)
+            self._tail.start()
+
+    def _run_tail(self, cursor: int) -> None:
+        while not self._stop.is_set():
+            seen = self._watcher.version()
+            try:
+                batch = queries.events_after(self._store, self._queue, cursor)
+            except LocalqError as exc:
+                if self._store.closed:
+                    return
+                self.emit("error", exc)
+                self._stop.wait(1.0)
+                continue
+            for event_id, event, job_id, data in batch:
+                cursor = event_id
+                args: tuple[Any, ...] = () if event in _QUEUE_EVENTS else (job_id,)
+                if event in _WITH_DATA:
+                    args += (data,)
+                self.emit("global:" + event, *args)
+            if not batch:
+                self._watcher.wait_change(seen, 0.5)
+

@@ -1,0 +1,332 @@
+"""Job: a snapshot of one job row, with Bull's Job methods (the seed, one for one)."""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+import traceback
+from typing import TYPE_CHECKING, Any, Mapping
+
+from . import queries, serializers, transitions
+from .backoff import retry_delay_ms
+from .errors import ConfigError, JobFailed, JobNotFound, LockError, UnrecoverableError
+from .options import NO_PRIORITY, JobOptions
+
+if TYPE_CHECKING:
+    from .queue import Queue
+
+__all__ = ["Job", "JobState", "failure_plan"]
+
+_DEFAULT_OPTS = JobOptions().to_dict()
+_MISSING: Any = object()
+
+
+class JobState(str, enum.Enum):
+    """What :meth:`Job.get_state` returns (Bull's words)."""
+
+    WAITING = "waiting"
+    PAUSED = "paused"
+    DELAYED = "delayed"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    #: Active, but its lock has expired: no live worker holds it and the stalled-job check
+    #: will take it back.
+    STUCK = "stuck"
+
+
+def _seconds(ms: int | None) -> float | None:
+    return None if ms is None else ms / 1000.0
+
+
+def _error_parts(err: object) -> tuple[str, str | None]:
+    """Return (failed_reason, stack entry) for what a handler raised or a caller passed."""
+    if isinstance(err, BaseException):
+        reason = str(err) or err.__class__.__name__
+        return reason, "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    if isinstance(err, Mapping) and "message" in err:
+        return str(err["message"]), None
+    if isinstance(err, str):
+        return err, None
+    raise ConfigError("move_to_failed(err) takes an exception, a str or {'message': str}")
+
+
+class Job:
+    """One job as it was when read; methods act on the stored job.
+
+    Attributes (Bull's, in seconds): ``id``, ``name``, ``data``, ``opts``, ``queue``,
+    ``timestamp``, ``delay``, ``attempts_made``, ``failed_reason``, ``stacktrace``,
+    ``returnvalue``, ``processed_on``, ``finished_on``.
+    """
+
+    def __init__(self, queue: Queue, row: tuple[Any, ...], *, token: str | None = None) -> None:
+        (rowid, job_id, self.name, data, opts, state, priority, timestamp_ms, delay_ms,
+         run_at_ms, self.attempts_made, self.stalled_count, progress, returnvalue,
+         self.failed_reason, stacktrace, processed_ms, finished_ms, _lock_token,
+         lock_expires_ms, _queue_name) = row
+        self.queue = queue
+        self._rowid: int = rowid
+        self.id: str = transitions.public_id(rowid, job_id)
+        self.data: Any = json.loads(data)
+        self.opts: dict[str, Any] = {**_DEFAULT_OPTS, **json.loads(opts)}
+        if priority == NO_PRIORITY:
+            self.opts["priority"] = None
+        self._state: str = state
+        self.timestamp: float = timestamp_ms / 1000.0
+        self.delay: float = delay_ms / 1000.0
+        self._run_at: float = run_at_ms / 1000.0
+        self._progress: Any = json.loads(progress) if progress is not None else 0
+        self.returnvalue: Any = json.loads(returnvalue) if returnvalue is not None else None
+        self.stacktrace: list[str] = json.loads(stacktrace) if stacktrace else []
+        self.processed_on: float | None = _seconds(processed_ms)
+        self.finished_on: float | None = _seconds(finished_ms)
+        self._lock_expires: float | None = _seconds(lock_expires_ms)
+        self._token = token
+        self._discarded = False
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.name!r} {self._state} queue={self.queue.name!r}>"
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _held_token(self) -> str | None:
+        return self._token or self.queue._locks.get(self._rowid)
+
+    def _require_token(self, ignore_lock: bool) -> str | None:
+        if ignore_lock:
+            return None
+        token = self._held_token()
+        if token is None:
+            raise LockError(f"job {self.id!r} is not locked by this queue: take it with"
+                            " get_next_job() (or pass ignore_lock=True)", job_id=self.id,
+                            expected="locked by this queue", actual=self._state)
+        return token
+
+    def _write(self, durable: bool) -> Any:
+        return self.queue._store.write(durable=durable)
+
+    def _release(self) -> None:
+        self.queue._locks.pop(self._rowid, None)
+        self._token = None
+
+    # -- the seed's methods ----------------------------------------------------------------
+
+    def progress(self, value: Any = _MISSING) -> Any:
+        """Store *value* (a number or JSON object) as the job's progress and emit ``progress``;
+        without a value, return the progress this snapshot holds.
+
+        :raises LockError: the job is active and this queue does not hold its lock.
+        :raises SerializationError: *value* is not strict JSON.
+        """
+        if value is _MISSING:
+            return self._progress
+        text = serializers.dumps(value, what="progress", limit=self.queue.settings.max_data_bytes)
+        with self._write(False) as conn:
+            transitions.set_progress(conn, rowid=self._rowid, public=self.id,
+                                     token=self._held_token(), progress=text,
+                                     now_ms=self.queue._now_ms())
+        self._progress = json.loads(text)
+        self.queue._after_write()
+        self.queue._emit_local("progress", self, self._progress)
+        return None
+
+    def log(self, row: str) -> int:
+        """Append *row* to the job's log; return how many rows the log has.
+
+        :raises ConfigError: *row* is not a str.
+        """
+        if not isinstance(row, str):
+            raise ConfigError(f"log row must be a str, not {type(row).__name__}")
+        with self._write(False) as conn:
+            return transitions.add_log(conn, rowid=self._rowid, public=self.id,
+                                       token=self._held_token(), row=row,
+                                       now_ms=self.queue._now_ms())
+
+    def get_state(self) -> str | None:
+        """Return the job's state now (one indexed read), or None if it no longer exists."""
+        return queries.job_state(self.queue._store, self._rowid, self.queue._now_ms())
+
+    def update(self, data: Any) -> None:
+        """Replace the job's data (no merge).
+
+        :raises SerializationError: *data* is not strict JSON; nothing is stored.
+        :raises LockError: the job is active and this queue does not hold its lock.
+        """
+        text = serializers.dumps(data, limit=self.queue.settings.max_data_bytes)
+        with self._write(True) as conn:
+            transitions.update_data(conn, rowid=self._rowid, public=self.id,
+                                    token=self._held_token(), data=text,
+                                    now_ms=self.queue._now_ms())
+        self.data = json.loads(text)
+
+    def remove(self) -> None:
+        """Remove the job and its logs.
+
+        :raises LockError: the job is active and locked by a live worker.
+        :raises JobNotFound: the job was already removed.
+        """
+        with self._write(True) as conn:
+            transitions.remove(conn, rowid=self._rowid, public=self.id,
+                               token=self._held_token(), now_ms=self.queue._now_ms())
+        self._release()
+        self.queue._after_write()
+        self.queue._emit_local("removed", self)
+
+    def retry(self) -> None:
+        """Move a failed job back to waiting (``attempts_made`` is kept, as in Bull).
+
+        :raises InvalidJobState: the job is not failed.
+        """
+        with self._write(True) as conn:
+            transitions.retry(conn, rowid=self._rowid, public=self.id,
+                              now_ms=self.queue._now_ms())
+        self._state = "waiting"
+        self.queue._after_write()
+
+    def discard(self) -> None:
+        """Make the current failure final even if attempts remain (call it before raising)."""
+        self._discarded = True
+
+    def promote(self) -> None:
+        """Move a delayed job to waiting, to run as soon as possible.
+
+        :raises InvalidJobState: the job is not delayed.
+        """
+        with self._write(True) as conn:
+            transitions.promote(conn, rowid=self._rowid, public=self.id,
+                                now_ms=self.queue._now_ms())
+        self._state = "waiting"
+        self.delay = 0.0
+        self.queue._after_write()
+
+    def finished(self, timeout: float | None = None) -> Any:
+        """Block until the job completes (return its result) or fails (raise :class:`JobFailed`).
+
+        Works from any process, and for jobs removed by ``remove_on_complete`` /
+        ``remove_on_fail`` (their outcome is read from the events table).
+
+        :raises JobFailed: the job failed for good.
+        :raises JobNotFound: the job was removed before it finished.
+        :raises TimeoutError: *timeout* seconds passed first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        watcher = self.queue._watcher
+        while True:
+            seen = watcher.version()
+            outcome, value = queries.outcome(self.queue._store, self.queue.name, self._rowid,
+                                             self.id)
+            if outcome == "completed":
+                return value
+            if outcome == "failed":
+                raise JobFailed(self.id, value)
+            if outcome == "gone":
+                raise JobNotFound(self.id, f"job {self.id!r} was removed before it finished")
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"job {self.id!r} did not finish within {timeout:g} s")
+            watcher.wait_change(seen, 0.5 if remaining is None else min(remaining, 0.5))
+
+    def move_to_completed(self, return_value: Any = None, ignore_lock: bool = False,
+                          not_fetch: bool = False) -> tuple[Any, str] | None:
+        """Complete the job and, unless *not_fetch*, lock the next waiting job in the same
+        transaction.
+
+        :returns: ``(data, job_id)`` of the next job (now locked by this queue), or None.
+        :raises LockError: this queue does not hold the job's lock (nothing is changed).
+        :raises SerializationError: *return_value* is not strict JSON (the job stays active).
+        """
+        nxt = self.queue._complete(self, return_value, ignore_lock=ignore_lock,
+                                   fetch=not not_fetch)
+        return None if nxt is None else (nxt.data, nxt.id)
+
+    def move_to_failed(self, err: Any, ignore_lock: bool = False) -> tuple[Any, str] | None:
+        """Record a failed attempt: retried (after its backoff) while attempts remain, else
+        failed for good.
+
+        :param err: an exception, a str, or ``{"message": str}``.
+        :returns: None (Bull fetches the next job here; localq leaves that to the caller).
+        :raises LockError: this queue does not hold the job's lock (nothing is changed).
+        """
+        self.queue._fail(self, err, ignore_lock=ignore_lock)
+        return None
+
+    # -- state helpers ---------------------------------------------------------------------
+
+    def is_completed(self) -> bool:
+        """Whether the job is completed now."""
+        return self.get_state() == "completed"
+
+    def is_failed(self) -> bool:
+        """Whether the job is failed now."""
+        return self.get_state() == "failed"
+
+    def is_delayed(self) -> bool:
+        """Whether the job is delayed now."""
+        return self.get_state() == "delayed"
+
+    def is_active(self) -> bool:
+        """Whether the job is active now."""
+        return self.get_state() == "active"
+
+    def is_waiting(self) -> bool:
+        """Whether the job is waiting now (in a queue that is not paused)."""
+        return self.get_state() == "waiting"
+
+    def is_paused(self) -> bool:
+        """Whether the job is waiting in a paused queue."""
+        return self.get_state() == "paused"
+
+    def is_stuck(self) -> bool:
+        """Whether the job is active with an expired lock (its worker is gone)."""
+        return self.get_state() == "stuck"
+
+    # -- (de)serialisation -----------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the job as a JSON-able dict (Bull's ``toJSON``)."""
+        return {
+            "id": self.id, "name": self.name, "data": self.data, "opts": dict(self.opts),
+            "progress": self._progress, "delay": self.delay, "timestamp": self.timestamp,
+            "attempts_made": self.attempts_made, "failed_reason": self.failed_reason,
+            "stacktrace": list(self.stacktrace), "returnvalue": self.returnvalue,
+            "processed_on": self.processed_on, "finished_on": self.finished_on,
+            "state": self._state, "queue": self.queue.name,
+        }
+
+    @classmethod
+    def from_dict(cls, queue: Queue, d: Mapping[str, Any]) -> Job:
+        """Rebuild a job object of *queue* from :meth:`to_dict` output (no database access).
+
+        :raises ConfigError: *d* lacks ``id``, ``name`` or ``data``.
+        """
+        missing = {"id", "name", "data"} - set(d)
+        if missing:
+            raise ConfigError(f"Job.from_dict needs the keys {sorted(missing)}")
+        job_id = str(d["id"])
+        opts = {k: v for k, v in dict(d.get("opts") or {}).items() if _DEFAULT_OPTS.get(k) != v}
+        ms = (lambda v: None if v is None else int(float(v) * 1000))
+        row = (int(job_id) if job_id.isdigit() else 0, None if job_id.isdigit() else job_id,
+               d["name"], json.dumps(d["data"]), json.dumps(opts), d.get("state", "waiting"),
+               opts.get("priority") or NO_PRIORITY, ms(d.get("timestamp", 0)),
+               ms(d.get("delay", 0)), 0, d.get("attempts_made", 0), 0,
+               json.dumps(d.get("progress", 0)), json.dumps(d.get("returnvalue")),
+               d.get("failed_reason"), json.dumps(d.get("stacktrace") or []),
+               ms(d.get("processed_on")), ms(d.get("finished_on")), None, None, queue.name)
+        job = cls(queue, row)
+        if not job_id.isdigit():
+            job._rowid = queries.rowid(queue._store, queue.name, job_id) or 0
+        return job
+
+
+def failure_plan(job: Job, err: Any, strategies: Mapping[str, Any]) -> tuple[str, str | None, int | None]:
+    """Return (reason, stack entry, retry delay in ms or None to fail now) for a failed attempt."""
+    reason, stack = _error_parts(err)
+    if job._discarded or isinstance(err, UnrecoverableError):
+        return reason, stack, None
+    exc = err if isinstance(err, BaseException) else Exception(reason)
+    delay, note = retry_delay_ms(job.opts.get("backoff"), job.attempts_made + 1, exc, strategies)
+    if note is not None:
+        reason = f"{reason} ({note})"
+    return reason, stack, delay
+

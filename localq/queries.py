@@ -1,0 +1,168 @@
+"""Read-only SQL: job lookups, listings, counts, logs and the events cursor.
+
+Every function reads to the end of its cursor (no pinned snapshot) and several reads that
+must agree run in one read transaction (``Store.read``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+from ._db import Store
+from .transitions import JOB_COLUMNS, public_id, rowid_of
+
+__all__ = ["STATES", "counts", "events_after", "job_row", "job_state", "list_jobs", "logs",
+           "outcome", "rowid"]
+
+STATES = ("waiting", "active", "delayed", "completed", "failed", "paused")
+
+_ORDER = {
+    # (sql state, index-friendly ORDER BY for ascending)
+    "waiting": ("waiting", "priority, seq, id"),
+    "paused": ("waiting", "priority, seq, id"),
+    "delayed": ("delayed", "run_at_ms, id"),
+    "active": ("active", "processed_on_ms, id"),
+    "completed": ("completed", "finished_on_ms, id"),
+    "failed": ("failed", "finished_on_ms, id"),
+}
+
+
+def _paused(conn: Any, queue: str) -> bool:
+    return bool(conn.execute("SELECT 1 FROM queues WHERE name = :q AND paused = 1",
+                             {"q": queue}).fetchall())
+
+
+def rowid(store: Store, queue: str, job_id: str) -> int | None:
+    """Return the row number of *job_id* in *queue*, or None."""
+    with store.read() as conn:
+        return rowid_of(conn, queue, job_id)
+
+
+def job_row(store: Store, queue: str, job_id: str) -> tuple[Any, ...] | None:
+    """Return the row of job *job_id* of *queue*, or None."""
+    with store.read() as conn:
+        rid = rowid_of(conn, queue, job_id)
+        if rid is None:
+            return None
+        rows = conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = :id", {"id": rid}).fetchall()
+        return rows[0] if rows else None
+
+
+def job_state(store: Store, rid: int, now_ms: int) -> str | None:
+    """Return the state of row *rid* in one indexed read (``paused``/``stuck`` derived)."""
+    rows = store.query(
+        "SELECT j.state, j.lock_expires_ms, coalesce(q.paused, 0) FROM jobs AS j"
+        " LEFT JOIN queues AS q ON q.name = j.queue WHERE j.id = :id", {"id": rid})
+    if not rows:
+        return None
+    state, expires, paused = rows[0]
+    if state == "waiting" and paused:
+        return "paused"
+    if state == "active" and expires is not None and expires < now_ms:
+        return "stuck"
+    return str(state)
+
+
+def list_jobs(store: Store, queue: str, states: Sequence[str], start: int, end: int,
+              asc: bool) -> list[tuple[Any, ...]]:
+    """Return job rows of *queue* in *states*, Bull-style: the inclusive range
+    [*start*, *end*] (``end=-1``: the last) taken per state, concatenated in the given order.
+    """
+    out: list[tuple[Any, ...]] = []
+    with store.read() as conn:
+        paused = _paused(conn, queue)
+        for state in dict.fromkeys(states):
+            if (state == "paused") != paused and state in ("waiting", "paused"):
+                continue  # waiting jobs show as "paused" while the queue is paused
+            sql_state, order = _ORDER[state]
+            if not asc:
+                order = ", ".join(f"{col.strip()} DESC" for col in order.split(","))
+            limit = -1 if end < 0 else max(0, end - start + 1)
+            rows = conn.execute(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE queue = :q AND state = :s"
+                f" ORDER BY {order} LIMIT :limit OFFSET :offset",
+                {"q": queue, "s": sql_state, "limit": limit, "offset": max(0, start)}).fetchall()
+            if end < -1:
+                rows = rows[: end + 1]
+            out.extend(rows)
+    return out
+
+
+def counts(store: Store, queue: str, states: Sequence[str]) -> dict[str, int]:
+    """Return ``{state: count}`` for *states* (each count one partial-index range)."""
+    out: dict[str, int] = {}
+    with store.read() as conn:
+        paused = _paused(conn, queue)
+        for state in states:
+            sql_state = _ORDER[state][0]
+            if state in ("waiting", "paused") and (state == "paused") != paused:
+                out[state] = 0
+                continue
+            out[state] = int(conn.execute(
+                "SELECT count(*) FROM jobs WHERE queue = :q AND state = :s",
+                {"q": queue, "s": sql_state}).fetchall()[0][0])
+    return out
+
+
+def logs(store: Store, rid: int, start: int, end: int, asc: bool) -> tuple[list[str], int]:
+    """Return a page of job *rid*'s log rows (inclusive range) and the total count."""
+    with store.read() as conn:
+        total = int(conn.execute("SELECT count(*) FROM job_logs WHERE job = :id",
+                                 {"id": rid}).fetchall()[0][0])
+        order = "ASC" if asc else "DESC"
+        limit = -1 if end < 0 else max(0, end - start + 1)
+        rows = conn.execute(f"SELECT row FROM job_logs WHERE job = :id ORDER BY id {order}"
+                            " LIMIT :limit OFFSET :offset",
+                            {"id": rid, "limit": limit, "offset": max(0, start)}).fetchall()
+    page = [r[0] for r in rows]
+    if end < -1:
+        page = page[: end + 1]
+    return page, total
+
+
+def outcome(store: Store, queue: str, rid: int, public: str) -> tuple[str, Any]:
+    """Return how job *rid* ended: ``("completed", result)``, ``("failed", reason)``,
+    ``("pending", None)`` or ``("gone", None)`` (removed unfinished).
+
+    A job removed by retention is answered from its last status event.
+    """
+    with store.read() as conn:
+        rows = conn.execute("SELECT state, returnvalue, failed_reason FROM jobs WHERE id = :id",
+                            {"id": rid}).fetchall()
+        if rows:
+            state, result, reason = rows[0]
+            if state == "completed":
+                return "completed", json.loads(result) if result is not None else None
+            if state == "failed":
+                return "failed", reason
+            return "pending", None
+        # A retry writes "failed" then "waiting"/"delayed" in one transaction, so the last
+        # status event tells a final failure from one that was retried.
+        events = conn.execute(
+            "SELECT event, data FROM events WHERE queue = :q AND job_id = :j AND event IN"
+            " ('completed', 'failed', 'waiting', 'delayed', 'active', 'stalled')"
+            " ORDER BY id DESC LIMIT 1", {"q": queue, "j": public}).fetchall()
+    if events and events[0][0] == "completed":
+        return "completed", json.loads(events[0][1]) if events[0][1] is not None else None
+    if events and events[0][0] == "failed":
+        return "failed", json.loads(events[0][1])
+    return "gone", None
+
+
+def events_after(store: Store, queue: str, cursor: int, limit: int = 500
+                 ) -> list[tuple[int, str, str | None, Any]]:
+    """Return (id, event, job_id, data) of *queue*'s events with id > *cursor*, oldest first."""
+    rows = store.query("SELECT id, event, job_id, data FROM events WHERE id > :c AND queue = :q"
+                       " ORDER BY id LIMIT :n", {"c": cursor, "q": queue, "n": limit})
+    return [(r[0], r[1], r[2], json.loads(r[3]) if r[3] is not None else None) for r in rows]
+
+
+def last_event_id(store: Store) -> int:
+    """Return the newest event id (0 when there is none)."""
+    return int(store.query("SELECT coalesce(max(id), 0) FROM events")[0][0])
+
+
+def public(rid: int, job_id: str | None) -> str:
+    """Return the public id of a row (re-exported for callers outside transitions)."""
+    return public_id(rid, job_id)

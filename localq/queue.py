@@ -1,0 +1,376 @@
+"""Queue: producing, manual processing, admin and events (API.md "Queue")."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from . import serializers, transitions
+from ._db import Store, resolve_path
+from .clock import Clock, SystemClock
+from .errors import ConfigError
+from .events import EventBus
+from .getters import Getters
+from .job import Job, failure_plan
+from .options import (JobOptions, Limiter, Settings, check_queue_name, merge_job_options,
+                      seconds)
+from .wakeup import Watcher
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .options import AddOptions
+    from .worker import Worker
+
+__all__ = ["Queue"]
+
+_DEFAULTS = asdict(JobOptions())
+#: Options stored in their own columns, not in the row's opts JSON.
+_COLUMN_OPTS = frozenset({"name", "timestamp", "job_id", "priority"})
+_MAX_REASON = 10_000
+
+
+def _stored_opts(opts: JobOptions) -> str:
+    values = asdict(opts)
+    return json.dumps({k: v for k, v in values.items()
+                       if k not in _COLUMN_OPTS and v != _DEFAULTS[k]}, separators=(",", ":"))
+
+
+class Queue(Getters):
+    """A named queue in a SQLite file, shared by every thread and process that opens it.
+
+    :param name: 1-200 characters of letters, digits and ``-_.:``.
+    :param path: the database file (``None``: ``$LOCALQ_PATH``, else ``./localq.db``);
+        its directory must exist.
+    :param default_job_options: ``add()`` keyword options applied to every job.
+    :param limiter: ``{"max": n, "duration": s[, "group_key": field]}``.
+    :param settings: Bull's advanced settings, in seconds (see :class:`~localq.options.Settings`).
+    :param durability: ``"safe"`` (default), ``"full"`` or ``"normal"``.
+    :param clock: a testing seam: anything with ``now()`` (see ``localq.testing.FakeClock``).
+    :raises ConfigError: a bad name, option or path.
+    :raises DatabaseError: the file is not a localq database, is corrupt, or is newer.
+    """
+
+    def __init__(self, name: str = "default", path: str | os.PathLike[str] | None = None, *,
+                 default_job_options: Mapping[str, Any] | None = None,
+                 limiter: Mapping[str, Any] | None = None,
+                 settings: Mapping[str, Any] | None = None, durability: str = "safe",
+                 clock: Clock | None = None) -> None:
+        self.name = check_queue_name(name)
+        self.settings = Settings.from_mapping(settings)
+        if default_job_options is not None and not isinstance(default_job_options, Mapping):
+            raise ConfigError("default_job_options must be a dict of add() options")
+        self._default_opts = dict(default_job_options or {})
+        merge_job_options(self._default_opts, {})  # fail now, not at the first add
+        self.limiter = Limiter.from_mapping(limiter)
+        if clock is not None and not callable(getattr(clock, "now", None)):
+            raise ConfigError("clock must have a now() method returning epoch seconds")
+        self._clock: Clock = clock or SystemClock()
+        self.path = resolve_path(path)
+        self._store = Store(self.path, durability=durability,
+                            busy_timeout=self.settings.busy_timeout)
+        self.durability = durability
+        self._watcher = Watcher(self._store)
+        self._events = EventBus(self._store, self.name, self._watcher)
+        #: rowid -> lock token of the jobs this instance (and its workers) holds.
+        self._locks: dict[int, str] = {}
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._workers: list[Worker] = []
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Queue {self.name!r} {self.path!r}>"
+
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def clock(self) -> Clock:
+        """The clock every time decision of this queue follows."""
+        return self._clock
+
+    # -- internals shared with Job and Worker -----------------------------------------------
+
+    def _now_ms(self) -> int:
+        return int(self._clock.now() * 1000)
+
+    def _after_write(self) -> None:
+        self._watcher.notify()
+
+    def _emit_local(self, event: str, *args: Any) -> None:
+        self._events.emit(event, *args)
+
+    # -- producing -------------------------------------------------------------------------
+
+    def _prepare(self, data: Any, call: Mapping[str, Any]) -> tuple[JobOptions, str]:
+        opts = merge_job_options(self._default_opts, call)
+        text = serializers.dumps({} if data is None else data,
+                                 limit=self.settings.max_data_bytes)
+        return opts, text
+
+    def _insert(self, conn: Any, opts: JobOptions, text: str, now: int,
+                rowid: int | None = None) -> tuple[tuple[Any, ...], bool]:
+        return transitions.add_job(
+            conn, queue=self.name, name=opts.name, data=text, opts={},
+            stored_opts=_stored_opts(opts), job_id=opts.job_id, priority=opts.priority,
+            delay_ms=int(opts.delay * 1000), lifo=opts.lifo,
+            timestamp_ms=now if opts.timestamp is None else int(opts.timestamp * 1000),
+            now_ms=now, rowid=rowid)
+
+    def add(self, data: Any = None, **options: Unpack[AddOptions]) -> Job:
+        """Add a job and return it.
+
+        Keyword options (API.md ``add``): ``name``, ``priority``, ``delay``, ``attempts``,
+        ``backoff``, ``lifo``, ``timeout``, ``job_id``, ``remove_on_complete``,
+        ``remove_on_fail``, ``repeat``, ``stack_trace_limit``, ``timestamp``; they override
+        the queue's ``default_job_options``. With the ``job_id`` of a job already in the
+        queue, nothing is added and that job is returned. With ``repeat``, a schedule is
+        stored and its next occurrence (a delayed job) is returned.
+
+        :param data: any strict-JSON value (default ``{}``).
+        :raises ConfigError: an unknown option, a wrong type or an out-of-range value.
+        :raises SerializationError: *data* is not strict JSON.
+        """
+        call: Mapping[str, Any] = options
+        opts, text = self._prepare(data, call)
+        if opts.repeat is not None:
+            from .repeats import add_repeat
+            return add_repeat(self, opts, text)
+        now = self._now_ms()
+        with self._store.write(durable=True) as conn:
+            row, inserted = self._insert(conn, opts, text, now)
+        job = Job(self, row)
+        if inserted:
+            self._after_write()
+            if job._state == "waiting":
+                self._emit_local("waiting", job.id)
+        return job
+
+    def add_bulk(self, jobs: Sequence[Mapping[str, Any]]) -> list[Job]:
+        """Add several jobs in one transaction: all or none.
+
+        :param jobs: ``[{"name": ..., "data": ..., "opts": {...}}, ...]`` (each key optional).
+        :raises ConfigError: a bad entry or option (nothing is added); ``repeat`` is refused.
+        :raises SerializationError: some data is not strict JSON (nothing is added).
+        """
+        if isinstance(jobs, (str, bytes, Mapping)) or not isinstance(jobs, Sequence):
+            raise ConfigError("add_bulk takes a list of {'name', 'data', 'opts'} dicts")
+        prepared = []
+        for i, entry in enumerate(jobs):
+            if not isinstance(entry, Mapping) or set(entry) - {"name", "data", "opts"}:
+                raise ConfigError(f"add_bulk entry {i} must be a dict with only the keys"
+                                  " 'name', 'data' and 'opts'")
+            call = dict(entry.get("opts") or {})
+            if not isinstance(entry.get("opts") or {}, Mapping):
+                raise ConfigError(f"add_bulk entry {i}: opts must be a dict")
+            if "name" in entry:
+                call["name"] = entry["name"]
+            opts, text = self._prepare(entry.get("data"), call)
+            if opts.repeat is not None:
+                raise ConfigError(f"add_bulk entry {i}: repeat is not allowed in add_bulk;"
+                                  " add repeatable jobs with add()")
+            prepared.append((opts, text))
+        now = self._now_ms()
+        rows = []
+        with self._store.write(durable=True) as conn:
+            rowid = transitions.next_rowid(conn)
+            for opts, text in prepared:
+                row, inserted = self._insert(conn, opts, text, now, rowid)
+                rowid += inserted
+                rows.append((row, inserted))
+        self._after_write()
+        out = [Job(self, row) for row, _ in rows]
+        for job, (_, inserted) in zip(out, rows):
+            if inserted and job._state == "waiting":
+                self._emit_local("waiting", job.id)
+        return out
+
+    # -- manual processing -------------------------------------------------------------------
+
+    def _claim(self, *, names: Sequence[str] | None = None, conn: Any = None) -> Job | None:
+        token = secrets.token_hex(8)
+        lock_ms = int(self.settings.lock_duration * 1000)
+        params = dict(queue=self.name, token=token, owner=self._owner, lock_ms=lock_ms,
+                      now_ms=self._now_ms(), names=names)
+        if conn is not None:
+            row = transitions.claim(conn, **params)  # type: ignore[arg-type]
+        else:
+            with self._store.write(durable=False) as conn:
+                row = transitions.claim(conn, **params)  # type: ignore[arg-type]
+        if row is None:
+            return None
+        self._locks[row[0]] = token
+        job = Job(self, row, token=token)
+        self._emit_local("active", job)
+        return job
+
+    def get_next_job(self, timeout: float = 0) -> Job | None:
+        """Take and lock the next runnable job (a due delayed job counts), waiting up to
+        *timeout* seconds for one; finish it with ``move_to_completed`` / ``move_to_failed``.
+        """
+        import time
+        limit = seconds(timeout, "timeout")
+        deadline = time.monotonic() + limit
+        while True:
+            seen = self._watcher.version()
+            job = self._claim()
+            remaining = deadline - time.monotonic()
+            if job is not None or remaining <= 0:
+                return job
+            self._watcher.wait_change(seen, remaining)
+
+    def _complete(self, job: Job, result: Any, *, ignore_lock: bool = False,
+                  fetch: bool = False, names: Sequence[str] | None = None) -> Job | None:
+        text = serializers.dumps(result, what="return value", limit=self.settings.max_data_bytes)
+        token = job._require_token(ignore_lock)
+        nxt = None
+        with self._store.write(durable=False) as conn:
+            transitions.move_to_completed(conn, rowid=job._rowid, public=job.id, token=token,
+                                          returnvalue=text, now_ms=self._now_ms())
+            if fetch:
+                nxt = self._claim(names=names, conn=conn)
+        job._release()
+        job._state, job.returnvalue = "completed", json.loads(text)
+        job.finished_on = self._clock.now()
+        self._after_write()
+        self._emit_local("completed", job, job.returnvalue)
+        return nxt
+
+    def _fail(self, job: Job, err: Any, *, ignore_lock: bool = False) -> str:
+        token = job._require_token(ignore_lock)
+        reason, stack, delay = failure_plan(job, err, self.settings.backoff_strategies)
+        with self._store.write(durable=False) as conn:
+            state = transitions.move_to_failed(
+                conn, rowid=job._rowid, public=job.id, token=token, reason=reason[:_MAX_REASON],
+                stack=None if stack is None else stack[: 2 * _MAX_REASON], retry_delay_ms=delay,
+                now_ms=self._now_ms())
+        job._release()
+        job._state, job.failed_reason = state, reason[:_MAX_REASON]
+        job.attempts_made += 1
+        self._after_write()
+        self._emit_local("failed", job, err)
+        return state
+
+    def _recover_stalled(self, dead_owners: Sequence[str] = ()) -> list[tuple[str, str]]:
+        """Take back this queue's stalled jobs (lock expired by the queue's clock, or owner in
+        *dead_owners*); emit ``stalled`` (and ``failed`` past ``max_stalled_count``)."""
+        with self._store.write(durable=False) as conn:
+            taken = transitions.recover_stalled(
+                conn, queue=self.name, now_ms=self._now_ms(), dead_owners=list(dead_owners),
+                max_stalled_count=self.settings.max_stalled_count)
+        if taken:
+            self._after_write()
+        for job_id, state in taken:
+            job = self.get_job(job_id)
+            if job is not None:
+                self._locks.pop(job._rowid, None)
+                self._emit_local("stalled", job)
+                if state == "failed":
+                    self._emit_local("failed", job, job.failed_reason)
+        return taken
+
+    def _scheduler_tick(self) -> None:
+        """Do the scheduler's periodic work for this queue once, on the queue's clock."""
+        self._recover_stalled()
+        if not self._store.query("SELECT 1 FROM repeats WHERE queue = :q LIMIT 1", {"q": self.name}):
+            return
+        from .repeats import create_due
+        create_due(self)
+
+    # -- admin -------------------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Pause the queue for every process: no job starts until :meth:`resume`."""
+        with self._store.write(durable=True) as conn:
+            transitions.pause(conn, queue=self.name, now_ms=self._now_ms())
+        self._after_write()
+        self._emit_local("paused")
+
+    def resume(self) -> None:
+        """Resume the queue for every process."""
+        with self._store.write(durable=True) as conn:
+            transitions.resume(conn, queue=self.name, now_ms=self._now_ms())
+        self._after_write()
+        self._emit_local("resumed")
+
+    def is_paused(self) -> bool:
+        """Whether the queue is paused (globally)."""
+        return bool(self._store.query("SELECT 1 FROM queues WHERE name = :q AND paused = 1",
+                                      {"q": self.name}))
+
+    def empty(self) -> int:
+        """Remove the waiting, paused and delayed jobs (and their logs); return how many."""
+        with self._store.write(durable=True) as conn:
+            removed = transitions.empty(conn, queue=self.name)
+        return removed
+
+    def clean(self, grace: float, status: str = "completed", limit: int = 0) -> list[str]:
+        """Remove jobs of *status* older than *grace* seconds (active: unlocked only), at most
+        *limit* (0: all); emit ``cleaned`` and return their ids."""
+        grace_s = seconds(grace, "grace")
+        if status not in transitions._CLEAN_STATES:
+            raise ConfigError(f"clean status {status!r} must be one of"
+                              f" {sorted(transitions._CLEAN_STATES)}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ConfigError(f"limit must be an int >= 0 (0: all), not {limit!r}")
+        now = self._now_ms()
+        with self._store.write(durable=True) as conn:
+            ids = transitions.clean(conn, queue=self.name, state=status,
+                                    before_ms=now - int(grace_s * 1000), limit=limit, now_ms=now)
+        self._emit_local("cleaned", ids, status)
+        return ids
+
+    def retry_jobs(self, count: int | None = None) -> int:
+        """Re-queue failed jobs, oldest failure first, at most *count* (None: all)."""
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                                  or count < 0):
+            raise ConfigError(f"count must be None or an int >= 0, not {count!r}")
+        with self._store.write(durable=True) as conn:
+            n = transitions.retry_failed(conn, queue=self.name, count=count, now_ms=self._now_ms())
+        self._after_write()
+        return n
+
+    def obliterate(self, force: bool = False) -> None:
+        """Remove the whole queue: jobs, logs, schedules, limiter window and pause flag.
+
+        :raises InvalidJobState: jobs are active and *force* is False.
+        """
+        with self._store.write(durable=True) as conn:
+            transitions.delete_queue(conn, queue=self.name, force=bool(force),
+                                     now_ms=self._now_ms())
+        self._locks.clear()
+
+    # -- events ------------------------------------------------------------------------------
+
+    def on(self, event: str, callback: Callable[..., Any]) -> None:
+        """Call *callback* on *event* (``"global:<event>"`` for every process's events)."""
+        self._events.on(event, callback)
+
+    def once(self, event: str, callback: Callable[..., Any]) -> None:
+        """Call *callback* on the next *event* only."""
+        self._events.on(event, callback, once=True)
+
+    def off(self, event: str, callback: Callable[..., Any]) -> None:
+        """Stop calling *callback* on *event*."""
+        self._events.off(event, callback)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the queue's workers (waiting for running jobs), threads and connections.
+        Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for worker in list(self._workers):
+            worker.close()
+        self._events.close()
+        self._watcher.close()
+        self._store.close()

@@ -1,0 +1,73 @@
+"""Strict JSON encoding of job data, return values, progress and event payloads.
+
+JSON only, never pickle: a queue file that someone else can write must never become code
+execution (huey#818, rq#2389). ``allow_nan=False`` keeps the stored text strict JSON, and a
+size cap turns an accidental multi-megabyte payload into a clear error instead of a slow queue.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Union
+
+from .errors import SerializationError
+
+__all__ = ["JsonValue", "MAX_DATA_BYTES", "dumps", "loads"]
+
+#: Any value strict JSON can hold (what job data, results and progress may be).
+JsonValue = Union[None, bool, int, float, str, list[Any], dict[str, Any]]
+
+#: Default cap on one encoded payload (data, result, progress); ``settings["max_data_bytes"]``
+#: changes it. 1 MiB keeps rows well inside one overflow chain and far below SQLite's 1 GB limit.
+MAX_DATA_BYTES = 1024 * 1024
+
+_encoder = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+
+
+def dumps(value: object, *, what: str = "data", limit: int = MAX_DATA_BYTES) -> str:
+    """Encode *value* as strict JSON text.
+
+    :param value: the value to encode.
+    :param what: what the value is, for the error message ("data", "return value", ...).
+    :param limit: the largest accepted encoding, in UTF-8 bytes.
+    :returns: the JSON text.
+    :raises SerializationError: the value is not strict JSON, or is larger than *limit*.
+    """
+    try:
+        text = _encoder.encode(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise SerializationError(
+            f"{what} is not strict JSON ({_why(exc)}): use dicts, lists, str, int, finite float,"
+            " bool and None only (convert sets to lists, bytes to str, datetimes to numbers)"
+        ) from exc
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise SerializationError(
+            f"{what} contains a lone surrogate character, which is not valid Unicode: "
+            "remove it or encode the text first"
+        ) from exc
+    if size > limit:
+        raise SerializationError(
+            f"{what} is {size} bytes of JSON, over the {limit}-byte cap: store large payloads in"
+            " a file and queue its path, or raise settings['max_data_bytes']"
+        )
+    return text
+
+
+def loads(text: str | None) -> Any:
+    """Decode stored JSON text (``None`` stays ``None``)."""
+    if text is None:
+        return None
+    return json.loads(text)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    message = str(exc)
+    if "Out of range float" in message:
+        return "NaN and Infinity are not JSON"
+    if "Exceeds the limit" in message:
+        return "an integer has too many digits"
+    return message

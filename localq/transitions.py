@@ -1,0 +1,621 @@
+"""Every change of a job row: the only module that writes the ``jobs`` table.
+
+State machine (Bull's, with ``paused`` as a queue flag and ``stalled`` as an event)::
+
+     add(delay>0) ──────────► delayed ──── due (promote_due) / promote() ────► waiting
+                                 ▲                                              │  ▲
+        failed attempt, backoff>0┘                                 claim (lock) │  │ failed attempt, no backoff
+                                                                                ▼  │ stalled (count ≤ max)
+     add ─────────────────────────────────────────────────────────────────► active ─┘
+                                                                           │    │
+                                                  move_to_completed ◄──────┘    └──► move_to_failed (final)
+                                                        │                                │
+                                                    completed                         failed ── retry() ──► waiting
+                                                                                         ▲
+                                                      stalled more than max_stalled_count┘
+
+| move                 | from               | to                       | guard                         | emits            |
+|----------------------|--------------------|--------------------------|-------------------------------|------------------|
+| add / add_job        | (new)              | waiting / delayed        | custom id unused              | waiting/delayed  |
+| promote_due          | delayed            | waiting                  | run_at <= now                 | waiting          |
+| claim                | waiting            | active                   | queue not paused              | active           |
+| extend_locks         | active             | active                   | token                         | -                |
+| move_to_completed    | active             | completed (or removed)   | token (unless ignore_lock)    | completed        |
+| move_to_failed       | active             | delayed/waiting/failed   | token (unless ignore_lock)    | failed (+delayed/waiting) |
+| recover_stalled      | active             | waiting / failed         | lock expired or owner dead    | stalled (+failed)|
+| retry                | failed             | waiting                  | state                         | waiting          |
+| promote              | delayed            | waiting                  | state                         | waiting          |
+| set_progress/add_log/update_data | any    | (same)                   | token when active             | progress         |
+| remove               | not locked         | (gone)                   | no live lock                  | removed          |
+| clean / empty / obliterate | per state    | (gone)                   | active: unlocked only         | -                |
+| pause / resume       | queue flag         |                          | -                             | paused/resumed   |
+
+Each function runs inside the caller's ``BEGIN IMMEDIATE`` transaction (``Store.write``), takes
+the time as ``now_ms`` (the caller reads the clock), never sleeps, logs or calls user code, and
+writes the global event row in the same transaction (outbox). Moves out of ``active`` match the
+row's state and lock token; when nothing matched, the row is looked up and the precise error
+raised (Bull's -2/-3 codes, typed). SQL uses named parameters and fixed table names only.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Sequence
+
+from .errors import InvalidJobState, JobNotFound, LockError
+from .options import NO_PRIORITY
+
+__all__ = [
+    "JOB_COLUMNS", "add_job", "add_log", "claim", "clean", "delete_queue", "emit", "empty",
+    "extend_locks", "move_to_completed", "move_to_failed", "pause", "promote", "promote_due",
+    "public_id", "recover_stalled", "remove", "resume", "retry", "retry_failed",
+    "rowid_of", "set_progress", "trim_events", "update_data",
+]
+
+#: The columns every Job snapshot is built from, in this order (see ``Job._from_row``).
+JOB_COLUMNS = (
+    "id, job_id, name, data, opts, state, priority, timestamp_ms, delay_ms, run_at_ms,"
+    " attempts_made, stalled_count, progress, returnvalue, failed_reason, stacktrace,"
+    " processed_on_ms, finished_on_ms, lock_token, lock_expires_ms, queue"
+)
+
+Row = tuple[Any, ...]
+
+STALLED_REASON = "job stalled more than allowable limit"
+
+
+def public_id(rowid: int, job_id: str | None) -> str:
+    """Return the id users see: the custom id, else the row number."""
+    return job_id if job_id is not None else str(rowid)
+
+
+def rowid_of(conn: Any, queue: str, job_id: str) -> int | None:
+    """Return the row number of job *job_id* of *queue*, or ``None``."""
+    if job_id.isdigit():
+        sql = "SELECT id FROM jobs WHERE id = :id AND queue = :queue AND job_id IS NULL"
+        rows = conn.execute(sql, {"id": int(job_id), "queue": queue}).fetchall()
+    else:
+        sql = "SELECT id FROM jobs WHERE queue = :queue AND job_id = :job_id"
+        rows = conn.execute(sql, {"queue": queue, "job_id": job_id}).fetchall()
+    return rows[0][0] if rows else None
+
+
+def emit(conn: Any, queue: str, event: str, job_id: str | None, data: Any, now_ms: int) -> None:
+    """Append one global event row (``data`` is JSON-encoded here)."""
+    conn.execute(
+        "INSERT INTO events (queue, event, job_id, data, ts_ms) VALUES (:q, :e, :j, :d, :t)",
+        {"q": queue, "e": event, "j": job_id, "d": None if data is None else json.dumps(data),
+         "t": now_ms},
+    )
+
+
+def _next_id(conn: Any) -> int:
+    # max(rowid) is one b-tree descent; the high-water mark covers a deleted newest job.
+    sql = ("SELECT max(coalesce((SELECT max(id) FROM jobs), 0),"
+           " (SELECT value FROM meta WHERE key = 'id_hwm')) + 1")
+    return int(conn.execute(sql).fetchall()[0][0])
+
+
+def _note_deleted(conn: Any, max_rowid: int | None) -> None:
+    if max_rowid is None:
+        return
+    conn.execute(
+        "UPDATE meta SET value = :id WHERE key = 'id_hwm' AND value < :id"
+        " AND :id > coalesce((SELECT max(id) FROM jobs), 0)", {"id": max_rowid})
+
+
+def _locked_row(conn: Any, rowid: int, token: str | None, public: str) -> Row:
+    """Return (state, lock_token, attempts_made, stacktrace, opts, queue, job_id) of an active job
+    held with *token* (any holder when *token* is None), else raise the precise error."""
+    rows = conn.execute(
+        "SELECT state, lock_token, attempts_made, stacktrace, opts, queue, job_id"
+        " FROM jobs WHERE id = :id", {"id": rowid}).fetchall()
+    if not rows:
+        raise JobNotFound(public)
+    row: Row = rows[0]
+    if row[0] != "active":
+        if token is not None:
+            raise LockError(f"job {public!r} is {row[0]}, no longer locked by this queue"
+                            " (its lock was lost, e.g. it stalled and was taken back)",
+                            job_id=public, expected="active", actual=row[0])
+        raise InvalidJobState(f"job {public!r} is {row[0]}, not active",
+                              job_id=public, expected="active", actual=row[0])
+    if token is not None and row[1] != token:
+        raise LockError(f"job {public!r} is locked by another worker (this queue's lock on it"
+                        " was lost): its result was not recorded", job_id=public,
+                        expected="active", actual="active")
+    return row
+
+
+# -- producing ----------------------------------------------------------------------------
+
+def add_job(conn: Any, *, queue: str, name: str, data: str, opts: dict[str, Any],
+            stored_opts: str, job_id: str | None, priority: int | None, delay_ms: int,
+            lifo: bool, timestamp_ms: int, now_ms: int, repeat_key: str | None = None,
+            rowid: int | None = None) -> tuple[Row, bool]:
+    """Insert one job, unless its custom id exists.
+
+    From: (new). To: ``delayed`` if *delay_ms* > 0, else ``waiting``.
+    Guard: a custom *job_id* already in the queue adds nothing.
+    Emits: ``delayed`` (with the due time) or ``waiting``.
+
+    :param rowid: the row number to use (``add_bulk`` passes consecutive ones); computed when None.
+    :returns: the job's row and whether it was inserted (False: the existing job's row).
+    """
+    if job_id is not None:
+        rows = conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE queue = :q AND job_id = :j",
+                            {"q": queue, "j": job_id}).fetchall()
+        if rows:
+            return rows[0], False
+    if rowid is None:
+        rowid = _next_id(conn)
+    state = "delayed" if delay_ms > 0 else "waiting"
+    params = {
+        "id": rowid, "queue": queue, "job_id": job_id, "name": name, "data": data,
+        "opts": stored_opts, "state": state,
+        "priority": NO_PRIORITY if priority is None else priority,
+        "seq": -rowid if lifo else rowid, "ts": timestamp_ms, "delay": delay_ms,
+        "run_at": now_ms + delay_ms, "rk": repeat_key,
+    }
+    row = conn.execute(
+        "INSERT INTO jobs (id, queue, job_id, name, data, opts, state, priority, seq,"
+        " timestamp_ms, delay_ms, run_at_ms, repeat_key) VALUES (:id, :queue, :job_id, :name,"
+        " :data, :opts, :state, :priority, :seq, :ts, :delay, :run_at, :rk)"
+        f" RETURNING {JOB_COLUMNS}", params).fetchall()[0]
+    public = public_id(rowid, job_id)
+    if state == "delayed":
+        emit(conn, queue, "delayed", public, (now_ms + delay_ms) / 1000.0, now_ms)
+    else:
+        emit(conn, queue, "waiting", public, None, now_ms)
+    return row, True
+
+
+def next_rowid(conn: Any) -> int:
+    """Return the row number the next inserted job will get (for ``add_bulk``)."""
+    return _next_id(conn)
+
+
+# -- taking jobs --------------------------------------------------------------------------
+
+_TAIL = "CASE WHEN json_extract(opts, '$.lifo') THEN -:tail ELSE :tail END"
+
+
+def promote_due(conn: Any, *, queue: str, now_ms: int, limit: int = 1000) -> list[str]:
+    """Move due delayed jobs of *queue* to the tail of waiting (head for LIFO jobs).
+
+    From: ``delayed``. To: ``waiting``. Guard: ``run_at_ms <= now_ms``. Emits: ``waiting``.
+    Idempotent: two schedulers running it at once promote each job once.
+
+    :returns: the public ids of the promoted jobs.
+    """
+    rows = conn.execute(
+        f"UPDATE jobs SET state = 'waiting', delay_ms = 0, seq = {_TAIL} WHERE id IN"
+        " (SELECT id FROM jobs WHERE queue = :queue AND state = 'delayed'"
+        "  AND run_at_ms <= :now ORDER BY run_at_ms LIMIT :limit) RETURNING id, job_id",
+        {"queue": queue, "now": now_ms, "limit": limit, "tail": _next_id(conn)}).fetchall()
+    ids = [public_id(r[0], r[1]) for r in rows]
+    for public in ids:
+        emit(conn, queue, "waiting", public, None, now_ms)
+    return ids
+
+
+def claim(conn: Any, *, queue: str, token: str, owner: str, lock_ms: int, now_ms: int,
+          names: Sequence[str] | None = None) -> Row | None:
+    """Lock the next runnable job of *queue* for *token* (promoting due delayed jobs first).
+
+    From: ``waiting``. To: ``active``. Guard: the queue is not paused; the job's name is in
+    *names* (any name when None). Emits: ``active``.
+
+    :returns: the claimed job's row, or None when nothing is runnable now.
+    """
+    if conn.execute("SELECT 1 FROM queues WHERE name = :q AND paused = 1",
+                    {"q": queue}).fetchall():
+        return None
+    promote_due(conn, queue=queue, now_ms=now_ms)
+    name_filter = ""
+    params: dict[str, Any] = {"queue": queue, "token": token, "owner": owner,
+                              "expires": now_ms + lock_ms, "now": now_ms}
+    if names is not None:
+        marks = []
+        for i, name in enumerate(names):
+            params[f"n{i}"] = name
+            marks.append(f":n{i}")
+        name_filter = f" AND name IN ({', '.join(marks)})"
+    rows = conn.execute(
+        "UPDATE jobs SET state = 'active', lock_token = :token, lock_owner = :owner,"
+        " lock_expires_ms = :expires, processed_on_ms = :now WHERE id ="
+        " (SELECT id FROM jobs WHERE queue = :queue AND state = 'waiting'" + name_filter +
+        "  ORDER BY priority, seq, id LIMIT 1)"
+        f" RETURNING {JOB_COLUMNS}", params).fetchall()
+    if not rows:
+        return None
+    row: Row = rows[0]
+    emit(conn, queue, "active", public_id(row[0], row[1]), None, now_ms)
+    return row
+
+
+def extend_locks(conn: Any, *, locks: Iterable[tuple[int, str]], lock_ms: int,
+                 now_ms: int) -> list[int]:
+    """Push the lock expiry of each (rowid, token) forward.
+
+    From/To: ``active``. Guard: token. Emits: nothing.
+
+    :returns: the rowids whose lock was lost (not active any more, or another token).
+    """
+    lost = []
+    for rowid, token in locks:
+        changed = conn.execute(
+            "UPDATE jobs SET lock_expires_ms = :exp WHERE id = :id AND state = 'active'"
+            " AND lock_token = :token RETURNING id",
+            {"exp": now_ms + lock_ms, "id": rowid, "token": token}).fetchall()
+        if not changed:
+            lost.append(rowid)
+    return lost
+
+
+# -- finishing ----------------------------------------------------------------------------
+
+def _retain(conn: Any, queue: str, state: str, policy: Any, now_ms: int, rowid: int) -> bool:
+    """Apply remove_on_complete / remove_on_fail after *rowid* reached *state*.
+
+    :returns: whether *rowid* itself was removed.
+    """
+    if policy is False or policy is None:
+        return False
+    if policy is True:
+        conn.execute("DELETE FROM jobs WHERE id = :id", {"id": rowid})
+        _note_deleted(conn, rowid)
+        return True
+    params = {"q": queue, "s": state}
+    doomed: list[int] = []
+    if isinstance(policy, dict) and "age" in policy:
+        params["before"] = now_ms - int(policy["age"] * 1000)
+        doomed += [r[0] for r in conn.execute(
+            "SELECT id FROM jobs WHERE queue = :q AND state = :s AND finished_on_ms < :before",
+            params).fetchall()]
+    count = policy.get("count") if isinstance(policy, dict) else policy
+    if count is not None:
+        params["keep"] = int(count)
+        doomed += [r[0] for r in conn.execute(
+            "SELECT id FROM jobs WHERE queue = :q AND state = :s"
+            " ORDER BY finished_on_ms DESC, id DESC LIMIT -1 OFFSET :keep", params).fetchall()]
+    if doomed:
+        conn.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in set(doomed)])
+        _note_deleted(conn, max(doomed))
+    return rowid in doomed
+
+
+def move_to_completed(conn: Any, *, rowid: int, public: str, token: str | None,
+                      returnvalue: str, now_ms: int) -> None:
+    """Record a job's result.
+
+    From: ``active``. To: ``completed`` (or removed by ``remove_on_complete``).
+    Guard: ``state = 'active'`` and, unless *token* is None (ignore_lock), the lock token.
+    Emits: ``completed`` with the result (written even when the row is removed, so that
+    ``job.finished()`` still answers).
+
+    :raises LockError: the lock is not held with *token*.
+    :raises InvalidJobState: the job is not active (ignore_lock).
+    :raises JobNotFound: the job is gone.
+    """
+    row = _locked_row(conn, rowid, token, public)
+    conn.execute(
+        "UPDATE jobs SET state = 'completed', returnvalue = :rv, finished_on_ms = :now,"
+        " lock_token = NULL, lock_owner = NULL, lock_expires_ms = NULL WHERE id = :id",
+        {"rv": returnvalue, "now": now_ms, "id": rowid})
+    queue, opts = row[5], json.loads(row[4])
+    conn.execute(
+        "INSERT INTO events (queue, event, job_id, data, ts_ms)"
+        " VALUES (:q, 'completed', :j, :d, :t)",
+        {"q": queue, "j": public, "d": returnvalue, "t": now_ms})
+    _retain(conn, queue, "completed", opts.get("remove_on_complete", False), now_ms, rowid)
+
+
+def move_to_failed(conn: Any, *, rowid: int, public: str, token: str | None, reason: str,
+                   stack: str | None, retry_delay_ms: int | None, now_ms: int) -> str:
+    """Record a failed attempt; retry it (now or after a backoff) or fail it for good.
+
+    From: ``active``. To: ``waiting`` (attempts left, no delay), ``delayed`` (attempts left,
+    *retry_delay_ms* > 0) or ``failed`` (no attempts left, or *retry_delay_ms* is None: discarded,
+    unrecoverable, or backoff said -1). Guard: as :func:`move_to_completed`.
+    Emits: ``failed`` (every attempt, as in Bull) and then ``waiting`` / ``delayed`` on a retry.
+
+    :returns: the state the job is in now (``"failed"`` also when retention removed it).
+    """
+    row = _locked_row(conn, rowid, token, public)
+    attempts_made, opts, queue = row[2] + 1, json.loads(row[4]), row[5]
+    stacktrace = json.loads(row[3]) if row[3] else []
+    limit = opts.get("stack_trace_limit")
+    if stack is not None and limit != 0:
+        stacktrace.append(stack)
+        if limit is not None:
+            stacktrace = stacktrace[-limit:]
+    retry = retry_delay_ms is not None and attempts_made < opts.get("attempts", 1)
+    if not retry:
+        state, run_at, finished = "failed", 0, now_ms
+    elif retry_delay_ms:
+        state, run_at, finished = "delayed", now_ms + retry_delay_ms, None
+    else:
+        state, run_at, finished = "waiting", 0, None
+    conn.execute(
+        f"UPDATE jobs SET state = :state, attempts_made = :made, failed_reason = :reason,"
+        f" stacktrace = :st, run_at_ms = :run_at, delay_ms = :delay, finished_on_ms = :fin,"
+        f" seq = {_TAIL}, lock_token = NULL, lock_owner = NULL, lock_expires_ms = NULL"
+        f" WHERE id = :id",
+        {"state": state, "made": attempts_made, "reason": reason, "st": json.dumps(stacktrace),
+         "run_at": run_at, "delay": retry_delay_ms or 0, "fin": finished, "id": rowid,
+         "tail": _next_id(conn)})
+    emit(conn, queue, "failed", public, reason, now_ms)
+    if state == "failed":
+        _retain(conn, queue, "failed", opts.get("remove_on_fail", False), now_ms, rowid)
+    elif state == "delayed":
+        emit(conn, queue, "delayed", public, run_at / 1000.0, now_ms)
+    else:
+        emit(conn, queue, "waiting", public, None, now_ms)
+    return state
+
+
+def recover_stalled(conn: Any, *, queue: str, now_ms: int, dead_owners: Sequence[str],
+                    max_stalled_count: int) -> list[tuple[str, str]]:
+    """Take back active jobs whose lock expired or whose owner process is gone.
+
+    From: ``active``. To: the head of ``waiting`` (``stalled_count + 1``), or ``failed`` with
+    "job stalled more than allowable limit" past *max_stalled_count* (attempts ignored, as
+    in Bull; ``remove_on_fail`` applies). Guard: ``lock_expires_ms < now_ms`` or
+    ``lock_owner`` in *dead_owners*. Emits: ``stalled``, and ``failed`` for those failed.
+    Idempotent: a job taken back is no longer active, so a second run skips it.
+
+    :returns: (public id, new state) of each job taken back.
+    """
+    params: dict[str, Any] = {"q": queue, "now": now_ms}
+    marks = []
+    for i, owner in enumerate(dead_owners):
+        params[f"o{i}"] = owner
+        marks.append(f":o{i}")
+    dead = f" OR lock_owner IN ({', '.join(marks)})" if marks else ""
+    rows = conn.execute(
+        "SELECT id, job_id, stalled_count, opts FROM jobs WHERE queue = :q AND state = 'active'"
+        f" AND (lock_expires_ms < :now{dead})", params).fetchall()
+    out = []
+    for rowid, job_id, stalled, opts_text in rows:
+        public = public_id(rowid, job_id)
+        stalled += 1
+        emit(conn, queue, "stalled", public, None, now_ms)
+        if stalled > max_stalled_count:
+            conn.execute(
+                "UPDATE jobs SET state = 'failed', stalled_count = :n, failed_reason = :r,"
+                " finished_on_ms = :now, lock_token = NULL, lock_owner = NULL,"
+                " lock_expires_ms = NULL WHERE id = :id",
+                {"n": stalled, "r": STALLED_REASON, "now": now_ms, "id": rowid})
+            emit(conn, queue, "failed", public, STALLED_REASON, now_ms)
+            _retain(conn, queue, "failed", json.loads(opts_text).get("remove_on_fail", False),
+                    now_ms, rowid)
+            out.append((public, "failed"))
+        else:
+            # Bull puts a stalled job back at the head of the wait list.
+            conn.execute(
+                "UPDATE jobs SET state = 'waiting', stalled_count = :n, seq = -:tail,"
+                " lock_token = NULL, lock_owner = NULL, lock_expires_ms = NULL WHERE id = :id",
+                {"n": stalled, "tail": _next_id(conn), "id": rowid})
+            emit(conn, queue, "waiting", public, None, now_ms)
+            out.append((public, "waiting"))
+    return out
+
+
+# -- changing jobs that are not running ---------------------------------------------------
+
+def _writable(conn: Any, rowid: int, token: str | None, public: str, now_ms: int) -> Row:
+    """Return (state, queue) of a job the caller may write to, else raise.
+
+    With a *token* the job must be active and locked with it (fencing). Without one, an
+    active job whose lock is still live belongs to its worker and is refused.
+    """
+    rows = conn.execute("SELECT state, lock_token, lock_expires_ms, queue FROM jobs WHERE id = :id",
+                        {"id": rowid}).fetchall()
+    if not rows:
+        raise JobNotFound(public)
+    state, lock_token, expires, queue = rows[0]
+    if token is not None:
+        if state != "active" or lock_token != token:
+            raise LockError(f"job {public!r} is no longer locked by this queue (state {state}):"
+                            " the write was refused", job_id=public, expected="active",
+                            actual=state)
+    elif state == "active" and expires is not None and expires >= now_ms:
+        raise LockError(f"job {public!r} is active and locked by a worker: only that worker may"
+                        " change it", job_id=public, expected="not active", actual=state)
+    return state, queue
+
+
+def set_progress(conn: Any, *, rowid: int, public: str, token: str | None, progress: str,
+                 now_ms: int) -> None:
+    """Store a job's progress. Guard: see :func:`_writable`. Emits: ``progress``."""
+    _, queue = _writable(conn, rowid, token, public, now_ms)
+    conn.execute("UPDATE jobs SET progress = :p WHERE id = :id", {"p": progress, "id": rowid})
+    conn.execute("INSERT INTO events (queue, event, job_id, data, ts_ms)"
+                 " VALUES (:q, 'progress', :j, :d, :t)",
+                 {"q": queue, "j": public, "d": progress, "t": now_ms})
+
+
+def add_log(conn: Any, *, rowid: int, public: str, token: str | None, row: str,
+            now_ms: int) -> int:
+    """Append a log row to a job. Guard: see :func:`_writable`.
+
+    :returns: the number of log rows the job has now.
+    """
+    _writable(conn, rowid, token, public, now_ms)
+    conn.execute("INSERT INTO job_logs (job, row) VALUES (:id, :row)", {"id": rowid, "row": row})
+    return int(conn.execute("SELECT count(*) FROM job_logs WHERE job = :id",
+                            {"id": rowid}).fetchall()[0][0])
+
+
+def update_data(conn: Any, *, rowid: int, public: str, token: str | None, data: str,
+                now_ms: int) -> None:
+    """Replace a job's data (no merge, as in Bull). Guard: see :func:`_writable`."""
+    _writable(conn, rowid, token, public, now_ms)
+    conn.execute("UPDATE jobs SET data = :d WHERE id = :id", {"d": data, "id": rowid})
+
+
+def retry(conn: Any, *, rowid: int, public: str, now_ms: int) -> None:
+    """Re-queue a failed job (``attempts_made`` is kept, as in Bull).
+
+    From: ``failed``. To: ``waiting``. Guard: state. Emits: ``waiting``.
+
+    :raises InvalidJobState: the job is not failed.
+    """
+    rows = conn.execute(
+        f"UPDATE jobs SET state = 'waiting', seq = {_TAIL}, failed_reason = NULL,"
+        " finished_on_ms = NULL, processed_on_ms = NULL WHERE id = :id AND state = 'failed'"
+        " RETURNING queue", {"id": rowid, "tail": _next_id(conn)}).fetchall()
+    if not rows:
+        actual = _state(conn, rowid, public)
+        raise InvalidJobState(f"job {public!r} is {actual}, not failed: only failed jobs can be"
+                              " retried", job_id=public, expected="failed", actual=actual)
+    emit(conn, rows[0][0], "waiting", public, None, now_ms)
+
+
+def retry_failed(conn: Any, *, queue: str, count: int | None, now_ms: int) -> int:
+    """Re-queue up to *count* failed jobs of *queue*, oldest failure first.
+
+    From: ``failed``. To: ``waiting``. Emits: ``waiting`` each.
+
+    :returns: how many were re-queued.
+    """
+    rows = conn.execute(
+        "SELECT id, job_id FROM jobs WHERE queue = :q AND state = 'failed'"
+        " ORDER BY finished_on_ms, id LIMIT :n",
+        {"q": queue, "n": -1 if count is None else count}).fetchall()
+    for rowid, job_id in rows:
+        retry(conn, rowid=rowid, public=public_id(rowid, job_id), now_ms=now_ms)
+    return len(rows)
+
+
+def promote(conn: Any, *, rowid: int, public: str, now_ms: int) -> None:
+    """Run a delayed job now.
+
+    From: ``delayed``. To: ``waiting``. Guard: state. Emits: ``waiting``.
+
+    :raises InvalidJobState: the job is not delayed.
+    """
+    rows = conn.execute(
+        f"UPDATE jobs SET state = 'waiting', delay_ms = 0, seq = {_TAIL}"
+        " WHERE id = :id AND state = 'delayed' RETURNING queue",
+        {"id": rowid, "tail": _next_id(conn)}).fetchall()
+    if not rows:
+        actual = _state(conn, rowid, public)
+        raise InvalidJobState(f"job {public!r} is {actual}, not delayed: only delayed jobs can"
+                              " be promoted", job_id=public, expected="delayed", actual=actual)
+    emit(conn, rows[0][0], "waiting", public, None, now_ms)
+
+
+def _state(conn: Any, rowid: int, public: str) -> str:
+    rows = conn.execute("SELECT state FROM jobs WHERE id = :id", {"id": rowid}).fetchall()
+    if not rows:
+        raise JobNotFound(public)
+    return str(rows[0][0])
+
+
+# -- removing -----------------------------------------------------------------------------
+
+def remove(conn: Any, *, rowid: int, public: str, token: str | None, now_ms: int) -> None:
+    """Remove a job and its logs.
+
+    From: any state but a live lock held by someone else. To: (gone). Emits: ``removed``.
+
+    :raises LockError: the job is active and locked by a live worker.
+    :raises JobNotFound: the job is gone.
+    """
+    rows = conn.execute("SELECT state, lock_token, lock_expires_ms, queue FROM jobs"
+                        " WHERE id = :id", {"id": rowid}).fetchall()
+    if not rows:
+        raise JobNotFound(public)
+    state, lock_token, expires, queue = rows[0]
+    if state == "active" and lock_token != token and expires is not None and expires >= now_ms:
+        raise LockError(f"job {public!r} is active and locked by a worker: wait for it to"
+                        " finish, or stop that worker", job_id=public, expected="not active",
+                        actual=state)
+    conn.execute("DELETE FROM jobs WHERE id = :id", {"id": rowid})
+    _note_deleted(conn, rowid)
+    emit(conn, queue, "removed", public, None, now_ms)
+
+
+_CLEAN_STATES = {"completed": "completed", "failed": "failed", "waiting": "waiting",
+                 "wait": "waiting", "paused": "waiting", "delayed": "delayed", "active": "active"}
+
+
+def clean(conn: Any, *, queue: str, state: str, before_ms: int, limit: int,
+          now_ms: int) -> list[str]:
+    """Remove jobs of *state* whose last time (finished, else processed, else created) is
+    before *before_ms*; active jobs only when their lock has expired.
+
+    :returns: the public ids removed.
+    """
+    params: dict[str, Any] = {"q": queue, "s": _CLEAN_STATES[state], "before": before_ms,
+                              "now": now_ms, "n": limit if limit > 0 else -1}
+    unlocked = " AND (lock_expires_ms IS NULL OR lock_expires_ms < :now)" if state == "active" else ""
+    rows = conn.execute(
+        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE queue = :q AND state = :s"
+        " AND coalesce(finished_on_ms, processed_on_ms, timestamp_ms) < :before" + unlocked +
+        " ORDER BY id LIMIT :n) RETURNING id, job_id", params).fetchall()
+    if rows:
+        _note_deleted(conn, max(r[0] for r in rows))
+    return [public_id(r[0], r[1]) for r in rows]
+
+
+def empty(conn: Any, *, queue: str) -> int:
+    """Remove the waiting (and paused) and delayed jobs of *queue*, with their logs.
+
+    :returns: how many jobs were removed.
+    """
+    rows = conn.execute("DELETE FROM jobs WHERE queue = :q AND state IN ('waiting', 'delayed')"
+                        " RETURNING id", {"q": queue}).fetchall()
+    if rows:
+        _note_deleted(conn, max(r[0] for r in rows))
+    return len(rows)
+
+
+def delete_queue(conn: Any, *, queue: str, force: bool, now_ms: int) -> int:
+    """Remove everything of *queue*: jobs, logs, schedules, limiter window and pause flag.
+
+    :raises InvalidJobState: jobs are active (with a live lock) and not *force*.
+    :returns: how many jobs were removed.
+    """
+    if not force:
+        active = conn.execute("SELECT count(*) FROM jobs WHERE queue = :q AND state = 'active'"
+                              " AND lock_expires_ms >= :now", {"q": queue, "now": now_ms}
+                              ).fetchall()[0][0]
+        if active:
+            raise InvalidJobState(f"queue {queue!r} has {active} active job(s): wait for them,"
+                                  " or call obliterate(force=True)", expected="no active jobs",
+                                  actual="active")
+    rows = conn.execute("DELETE FROM jobs WHERE queue = :q RETURNING id", {"q": queue}).fetchall()
+    if rows:
+        _note_deleted(conn, max(r[0] for r in rows))
+    for sql in ("DELETE FROM repeats WHERE queue = :q", "DELETE FROM rate_starts WHERE queue = :q",
+                "DELETE FROM queues WHERE name = :q"):
+        conn.execute(sql, {"q": queue})
+    return len(rows)
+
+
+# -- the queue flag and housekeeping ------------------------------------------------------
+
+def pause(conn: Any, *, queue: str, now_ms: int) -> None:
+    """Stop every process from taking jobs of *queue* (running jobs finish). Emits ``paused``."""
+    conn.execute("INSERT INTO queues (name, paused) VALUES (:q, 1)"
+                 " ON CONFLICT (name) DO UPDATE SET paused = 1", {"q": queue})
+    emit(conn, queue, "paused", None, None, now_ms)
+
+
+def resume(conn: Any, *, queue: str, now_ms: int) -> None:
+    """Let processes take jobs of *queue* again. Emits ``resumed``."""
+    conn.execute("UPDATE queues SET paused = 0 WHERE name = :q", {"q": queue})
+    emit(conn, queue, "resumed", None, None, now_ms)
+
+
+def trim_events(conn: Any, *, keep: int) -> int:
+    """Delete all but the newest *keep* events (never the newest, so ids are not reused).
+
+    :returns: how many rows were deleted.
+    """
+    conn.execute("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - :keep",
+                 {"keep": keep})
+    return int(conn.changes())
