@@ -69,7 +69,9 @@ class Job:
         self._rowid: int = rowid
         self.id: str = transitions.public_id(rowid, job_id)
         self.data: Any = json.loads(data)
-        self.opts: dict[str, Any] = {**_DEFAULT_OPTS, **json.loads(opts)}
+        self.opts: dict[str, Any] = dict(_DEFAULT_OPTS)
+        if opts != "{}":
+            self.opts.update(json.loads(opts))
         if priority == NO_PRIORITY:
             self.opts["priority"] = None
         self._state: str = state

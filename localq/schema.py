@@ -27,8 +27,10 @@ CREATE TABLE meta (
 INSERT INTO meta (key, value) VALUES ('id_hwm', 0);
 
 CREATE TABLE queues (
-    name   TEXT PRIMARY KEY,
-    paused INTEGER NOT NULL DEFAULT 0
+    name           TEXT PRIMARY KEY,
+    paused         INTEGER NOT NULL DEFAULT 0,
+    -- wall-clock ms until which some process listens to global events of this queue
+    watch_until_ms INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE TABLE jobs (
