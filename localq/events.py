@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Callable
 
-from . import queries
+from . import queries, transitions
 from ._db import Store
 from .errors import ConfigError, LocalqError
 from .wakeup import Watcher
@@ -33,6 +34,11 @@ _WITH_DATA = frozenset({"progress", "completed", "failed", "delayed"})
 
 Callback = Callable[..., Any]
 
+#: How long one announcement that this process listens lasts, and how often it is renewed
+#: (writers skip ``waiting``/``active`` rows while nobody listens; see transitions).
+WATCH_TTL = 60.0
+WATCH_RENEW = 20.0
+
 
 class EventBus:
     """Listeners of one Queue instance, local and global."""
@@ -45,6 +51,7 @@ class EventBus:
         self._listeners: dict[str, list[tuple[Callback, bool]]] = {}
         self._tail: threading.Thread | None = None
         self._stop = threading.Event()
+        self._announced = 0.0
 
     def on(self, event: str, callback: Callback, *, once: bool = False) -> None:
         """Register *callback* for *event* (``"global:<name>"`` for every process's events)."""
@@ -100,14 +107,27 @@ class EventBus:
         with self._lock:
             if self._tail is not None:
                 return
-            # The cursor starts at the newest event: listeners get what happens from now on.
+            # Announce first, then read the cursor: every writer that commits after the
+            # announcement records all events, and everything before is behind the cursor.
+            self._announce()
             cursor = queries.last_event_id(self._store)
             self._tail = threading.Thread(target=self._run_tail, args=(cursor,),
                                           name="localq-events", daemon=True)
             self._tail.start()
 
+    def _announce(self) -> None:
+        with self._store.write(durable=False) as conn:
+            transitions.watch_queue(conn, queue=self._queue,
+                                    until_ms=int((time.time() + WATCH_TTL) * 1000))
+        self._announced = time.monotonic()
+
     def _run_tail(self, cursor: int) -> None:
         while not self._stop.is_set():
+            if time.monotonic() - self._announced > WATCH_RENEW:
+                try:
+                    self._announce()
+                except LocalqError as exc:
+                    self.emit("error", exc)
             seen = self._watcher.version()
             try:
                 batch = queries.events_after(self._store, self._queue, cursor)
