@@ -20,7 +20,7 @@ import sys
 import warnings
 from typing import NamedTuple
 
-from localq.errors import ConfigError
+from .errors import ConfigError
 
 __all__ = ["NETWORK_FS_TYPES", "check_local_filesystem", "filesystem_type"]
 

@@ -14,6 +14,7 @@ from ._db import Store, resolve_path
 from .clock import Clock, SystemClock
 from .errors import ConfigError
 from .events import EventBus
+from .fscheck import check_local_filesystem
 from .getters import Getters
 from .job import Job, failure_plan
 from .options import (JobOptions, Limiter, Settings, check_queue_name, merge_job_options,
@@ -79,6 +80,7 @@ class Queue(Getters):
             raise ConfigError("clock must have a now() method returning epoch seconds")
         self._clock: Clock = clock or SystemClock()
         self.path = resolve_path(path)
+        check_local_filesystem(self.path, allow_network_fs=self.settings.allow_network_fs)
         self._store = Store(self.path, durability=durability,
                             busy_timeout=self.settings.busy_timeout)
         self.durability = durability
