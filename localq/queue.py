@@ -17,6 +17,7 @@ from .events import EventBus
 from .fscheck import check_local_filesystem
 from .getters import Getters
 from .job import Job, failure_plan
+from .limiter import compile_limit, limited_until
 from .options import (JobOptions, Limiter, Settings, check_queue_name, merge_job_options,
                       seconds)
 from .wakeup import Watcher
@@ -76,6 +77,10 @@ class Queue(Getters):
         self._default_opts = dict(default_job_options or {})
         self._base_opts = merge_job_options(self._default_opts, {})  # fail now, not at add()
         self.limiter = Limiter.from_mapping(limiter)
+        self._limit = compile_limit(self.limiter)
+        #: When the last empty claim was held back by the limiter: the epoch ms at which a
+        #: slot frees (workers sleep until then instead of spinning), else None.
+        self._limited_until_ms: int | None = None
         if clock is not None and not callable(getattr(clock, "now", None)):
             raise ConfigError("clock must have a now() method returning epoch seconds")
         self._clock: Clock = clock or SystemClock()
@@ -209,19 +214,27 @@ class Queue(Getters):
     def _claim(self, *, names: Sequence[str] | None = None, conn: Any = None) -> Job | None:
         token = secrets.token_hex(8)
         lock_ms = int(self.settings.lock_duration * 1000)
+        now = self._now_ms()
         params = dict(queue=self.name, token=token, owner=self._owner, lock_ms=lock_ms,
-                      now_ms=self._now_ms(), names=names)
+                      now_ms=now, names=names, limit=self._limit)
         if conn is not None:
-            row = transitions.claim(conn, **params)  # type: ignore[arg-type]
+            row = self._claim_in(conn, params, now)
         else:
             with self._store.write(durable=False) as conn:
-                row = transitions.claim(conn, **params)  # type: ignore[arg-type]
+                row = self._claim_in(conn, params, now)
         if row is None:
             return None
         self._locks[row[0]] = token
         job = Job(self, row, token=token)
         self._emit_local("active", job)
         return job
+
+    def _claim_in(self, conn: Any, params: dict[str, Any], now: int) -> tuple[Any, ...] | None:
+        row = transitions.claim(conn, **params)
+        self._limited_until_ms = None
+        if row is None and self._limit is not None:
+            self._limited_until_ms = limited_until(conn, self._limit, self.name, now)
+        return row
 
     def get_next_job(self, timeout: float = 0) -> Job | None:
         """Take and lock the next runnable job (a due delayed job counts), waiting up to

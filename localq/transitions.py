@@ -44,6 +44,7 @@ import time
 from typing import Any, Iterable, Sequence
 
 from .errors import InvalidJobState, JobNotFound, LockError
+from .limiter import RateLimit, group_filter, record_start
 from .options import NO_PRIORITY
 
 __all__ = [
@@ -225,11 +226,12 @@ def promote_due(conn: Any, *, queue: str, now_ms: int, limit: int = 1000) -> lis
 
 
 def claim(conn: Any, *, queue: str, token: str, owner: str, lock_ms: int, now_ms: int,
-          names: Sequence[str] | None = None) -> Row | None:
+          names: Sequence[str] | None = None, limit: RateLimit | None = None) -> Row | None:
     """Lock the next runnable job of *queue* for *token* (promoting due delayed jobs first).
 
     From: ``waiting``. To: ``active``. Guard: the queue is not paused; the job's name is in
-    *names* (any name when None). Emits: ``active``.
+    *names* (any name when None); the rate *limit* has room for the job's group (limited
+    jobs stay waiting, in order). Emits: ``active``.
 
     :returns: the claimed job's row, or None when nothing is runnable now.
     """
@@ -245,6 +247,11 @@ def claim(conn: Any, *, queue: str, token: str, owner: str, lock_ms: int, now_ms
             params[f"n{i}"] = name
             marks.append(f":n{i}")
         name_filter = f" AND name IN ({', '.join(marks)})"
+    if limit is not None:
+        groups = group_filter(conn, limit, queue, now_ms, params)
+        if groups is None:
+            return None
+        name_filter += groups
     # SELECT then UPDATE by rowid: under BEGIN IMMEDIATE nobody can take the row in between,
     # and it measured ~40% cheaper than UPDATE ... WHERE id = (SELECT ...).
     picked = conn.execute(
@@ -259,6 +266,8 @@ def claim(conn: Any, *, queue: str, token: str, owner: str, lock_ms: int, now_ms
         f" RETURNING {JOB_COLUMNS}",
         {"id": picked[0][0], "token": token, "owner": owner, "expires": now_ms + lock_ms,
          "now": now_ms}).fetchall()[0]
+    if limit is not None:
+        record_start(conn, limit, queue, row[0], now_ms)
     _emit_if_watched(conn, queue, "active", public_id(row[0], row[1]), now_ms)
     return row
 
