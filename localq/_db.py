@@ -186,7 +186,8 @@ class Store:
             conn.execute(f"PRAGMA user_version={schema.SCHEMA_VERSION:d}")
             conn.execute("COMMIT")
         except BaseException:
-            if not conn.autocommit:
+            # apsw spells "not in autocommit mode" as in_transaction (there is no .autocommit).
+            if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
 
@@ -289,7 +290,9 @@ class Store:
 
     def _rollback(self, conn: apsw.Connection) -> None:
         # After SQLITE_FULL/IOERR/BUSY SQLite may already have rolled back (lang_transaction §3).
-        if not conn.autocommit:
+        # apsw has no .autocommit attribute: reading it raised AttributeError and left every
+        # refused move's transaction open on the thread's connection.
+        if conn.in_transaction:
             try:
                 conn.execute("ROLLBACK")
             except apsw.Error:

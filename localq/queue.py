@@ -20,6 +20,7 @@ from .job import Job, failure_plan
 from .limiter import compile_limit, limited_until
 from .options import (JobOptions, Limiter, Settings, check_queue_name, merge_job_options,
                       seconds)
+from .repeats import Repeatables
 from .wakeup import Watcher
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def _stored_opts(opts: JobOptions) -> str:
     return json.dumps(changed, separators=(",", ":")) if changed else "{}"
 
 
-class Queue(Getters):
+class Queue(Getters, Repeatables):
     """A named queue in a SQLite file, shared by every thread and process that opens it.
 
     :param name: 1-200 characters of letters, digits and ``-_.:``.
@@ -214,14 +215,13 @@ class Queue(Getters):
     def _claim(self, *, names: Sequence[str] | None = None, conn: Any = None) -> Job | None:
         token = secrets.token_hex(8)
         lock_ms = int(self.settings.lock_duration * 1000)
-        now = self._now_ms()
         params = dict(queue=self.name, token=token, owner=self._owner, lock_ms=lock_ms,
-                      now_ms=now, names=names, limit=self._limit)
+                      names=names, limit=self._limit)
         if conn is not None:
-            row = self._claim_in(conn, params, now)
+            row = self._claim_in(conn, params)
         else:
             with self._store.write(durable=False) as conn:
-                row = self._claim_in(conn, params, now)
+                row = self._claim_in(conn, params)
         if row is None:
             return None
         self._locks[row[0]] = token
@@ -229,8 +229,11 @@ class Queue(Getters):
         self._emit_local("active", job)
         return job
 
-    def _claim_in(self, conn: Any, params: dict[str, Any], now: int) -> tuple[Any, ...] | None:
-        row = transitions.claim(conn, **params)
+    def _claim_in(self, conn: Any, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        # The time is read under the write lock, so claims commit in time order: the limiter's
+        # sliding window (and a repeat schedule's next slot) never sees a start from its future.
+        now = self._now_ms()
+        row = transitions.claim(conn, now_ms=now, **params)
         self._limited_until_ms = None
         if row is None and self._limit is not None:
             self._limited_until_ms = limited_until(conn, self._limit, self.name, now)

@@ -96,12 +96,13 @@ CREATE TABLE workers (
 
 CREATE TABLE repeats (
     queue    TEXT    NOT NULL,
-    key      TEXT    NOT NULL,
+    key      TEXT    NOT NULL,        -- RepeatSpec.key(name)
     name     TEXT    NOT NULL,
     spec     TEXT    NOT NULL,        -- RepeatSpec as JSON
-    template TEXT    NOT NULL,        -- {"data": ..., "opts": ...} of each occurrence
-    next_ms  INTEGER,                 -- NULL when the schedule has ended
-    count    INTEGER NOT NULL DEFAULT 0,
+    template TEXT    NOT NULL,        -- {"data": text, "opts": {...}, "priority": p} of each occurrence
+    slot_ms  INTEGER NOT NULL,        -- slot of the newest occurrence created (never created twice)
+    next_ms  INTEGER,                 -- when the scheduler acts next (= slot_ms); NULL once ended
+    count    INTEGER NOT NULL,        -- occurrences created so far (compared with the limit)
     PRIMARY KEY (queue, key)
 );
 

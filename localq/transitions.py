@@ -28,6 +28,8 @@ State machine (Bull's, with ``paused`` as a queue flag and ``stalled`` as an eve
 | set_progress/add_log/update_data | any    | (same)                   | token when active             | progress         |
 | remove               | not locked         | (gone)                   | no live lock                  | removed          |
 | clean / empty / obliterate | per state    | (gone)                   | active: unlocked only         | -                |
+| create_occurrence    | (new)              | delayed                  | occurrence id unused          | delayed          |
+| remove_occurrences   | waiting / delayed  | (gone)                   | the schedule's key            | removed          |
 | pause / resume       | queue flag         |                          | -                             | paused/resumed   |
 
 Each function runs inside the caller's ``BEGIN IMMEDIATE`` transaction (``Store.write``), takes
@@ -35,10 +37,19 @@ the time as ``now_ms`` (the caller reads the clock), never sleeps, logs or calls
 writes the global event row in the same transaction (outbox). Moves out of ``active`` match the
 row's state and lock token; when nothing matched, the row is looked up and the precise error
 raised (Bull's -2/-3 codes, typed). SQL uses named parameters and fixed table names only.
+
+Repeat occurrences are ordinary rows with the deterministic id ``repeat:<hash of key>:<slot>``
+(:func:`occurrence_id`), so two schedulers creating one slot create one job; the schedules
+(the ``repeats`` table) are kept by :mod:`localq.repeats`, in the same transactions. The
+claim of an occurrence also creates its schedule's next one when due (as Bull does when a
+repetition starts). An occurrence whose schedule was removed while it ran is not run again:
+a failed attempt is final and a stalled one fails (a waiting or delayed one would have been
+removed with the schedule).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any, Iterable, Sequence
@@ -48,9 +59,10 @@ from .limiter import RateLimit, group_filter, record_start
 from .options import NO_PRIORITY
 
 __all__ = [
-    "JOB_COLUMNS", "add_job", "add_log", "claim", "clean", "delete_queue", "emit", "empty",
-    "extend_locks", "move_to_completed", "move_to_failed", "pause", "promote", "promote_due",
-    "public_id", "recover_stalled", "remove", "resume", "retry", "retry_failed",
+    "JOB_COLUMNS", "add_job", "add_log", "claim", "clean", "create_occurrence", "delete_queue",
+    "emit", "empty", "extend_locks", "move_to_completed", "move_to_failed", "occurrence_id",
+    "pause", "promote", "promote_due", "public_id", "recover_stalled", "remove",
+    "remove_occurrences", "resume", "retry", "retry_failed",
     "rowid_of", "set_progress", "trim_events", "update_data", "watch_queue",
 ]
 
@@ -64,6 +76,7 @@ JOB_COLUMNS = (
 Row = tuple[Any, ...]
 
 STALLED_REASON = "job stalled more than allowable limit"
+REMOVED_SCHEDULE_REASON = "stalled after its repeat schedule was removed: not run again"
 
 
 def public_id(rowid: int, job_id: str | None) -> str:
@@ -268,6 +281,11 @@ def claim(conn: Any, *, queue: str, token: str, owner: str, lock_ms: int, now_ms
          "now": now_ms}).fetchall()[0]
     if limit is not None:
         record_start(conn, limit, queue, row[0], now_ms)
+    if '"repeat":' in row[4]:  # a repeat occurrence: its schedule's next one, if due
+        key = json.loads(row[4]).get("repeat", {}).get("key")
+        if isinstance(key, str):
+            from .repeats import advance  # repeats builds on this module
+            advance(conn, queue=queue, key=key, now_ms=now_ms)
     _emit_if_watched(conn, queue, "active", public_id(row[0], row[1]), now_ms)
     return row
 
@@ -360,7 +378,8 @@ def move_to_failed(conn: Any, *, rowid: int, public: str, token: str | None, rea
 
     From: ``active``. To: ``waiting`` (attempts left, no delay), ``delayed`` (attempts left,
     *retry_delay_ms* > 0) or ``failed`` (no attempts left, or *retry_delay_ms* is None: discarded,
-    unrecoverable, or backoff said -1). Guard: as :func:`move_to_completed`.
+    unrecoverable, or backoff said -1; or a repeat occurrence whose schedule was removed).
+    Guard: as :func:`move_to_completed`.
     Emits: ``failed`` (every attempt, as in Bull) and then ``waiting`` / ``delayed`` on a retry.
 
     :returns: the state the job is in now (``"failed"`` also when retention removed it).
@@ -373,7 +392,8 @@ def move_to_failed(conn: Any, *, rowid: int, public: str, token: str | None, rea
         stacktrace.append(stack)
         if limit is not None:
             stacktrace = stacktrace[-limit:]
-    retry = retry_delay_ms is not None and attempts_made < opts.get("attempts", 1)
+    retry = (retry_delay_ms is not None and attempts_made < opts.get("attempts", 1)
+             and not _schedule_removed(conn, queue, opts))
     if not retry:
         state, run_at, finished = "failed", 0, now_ms
     elif retry_delay_ms:
@@ -406,6 +426,7 @@ def recover_stalled(conn: Any, *, queue: str, now_ms: int, dead_owners: Sequence
     "job stalled more than allowable limit" past *max_stalled_count* (attempts ignored, as
     in Bull; ``remove_on_fail`` applies). Guard: ``lock_expires_ms < now_ms`` or
     ``lock_owner`` in *dead_owners*. Emits: ``stalled``, and ``failed`` for those failed.
+    A repeat occurrence whose schedule was removed fails (removal promises no run after it).
     Idempotent: a job taken back is no longer active, so a second run skips it.
 
     :returns: (public id, new state) of each job taken back.
@@ -424,15 +445,17 @@ def recover_stalled(conn: Any, *, queue: str, now_ms: int, dead_owners: Sequence
         public = public_id(rowid, job_id)
         stalled += 1
         emit(conn, queue, "stalled", public, None, now_ms)
-        if stalled > max_stalled_count:
+        opts = json.loads(opts_text)
+        reason = (STALLED_REASON if stalled > max_stalled_count else
+                  REMOVED_SCHEDULE_REASON if _schedule_removed(conn, queue, opts) else None)
+        if reason is not None:
             conn.execute(
                 "UPDATE jobs SET state = 'failed', stalled_count = :n, failed_reason = :r,"
                 " finished_on_ms = :now, lock_token = NULL, lock_owner = NULL,"
                 " lock_expires_ms = NULL WHERE id = :id",
-                {"n": stalled, "r": STALLED_REASON, "now": now_ms, "id": rowid})
-            emit(conn, queue, "failed", public, STALLED_REASON, now_ms)
-            _retain(conn, queue, "failed", json.loads(opts_text).get("remove_on_fail", False),
-                    now_ms, rowid)
+                {"n": stalled, "r": reason, "now": now_ms, "id": rowid})
+            emit(conn, queue, "failed", public, reason, now_ms)
+            _retain(conn, queue, "failed", opts.get("remove_on_fail", False), now_ms, rowid)
             out.append((public, "failed"))
         else:
             # Bull puts a stalled job back at the head of the wait list.
@@ -637,6 +660,74 @@ def delete_queue(conn: Any, *, queue: str, force: bool, now_ms: int) -> int:
                 "DELETE FROM queues WHERE name = :q"):
         conn.execute(sql, {"q": queue})
     return len(rows)
+
+
+# -- repeat occurrences (the schedules themselves live in localq/repeats.py) ---------------
+
+def occurrence_id(key: str, slot_ms: int) -> str:
+    """Return the job id of schedule *key*'s occurrence at *slot_ms*: ``repeat:<hash>:<slot>``.
+
+    Deterministic, so two schedulers creating one slot create one job (``jobs_custom_id`` is
+    unique); 64 bits of SHA-256 keep the keys of a queue apart.
+    """
+    return f"{_occurrence_prefix(key)}{slot_ms}"
+
+
+def _occurrence_prefix(key: str) -> str:
+    return f"repeat:{hashlib.sha256(key.encode()).hexdigest()[:16]}:"
+
+
+def _schedule_removed(conn: Any, queue: str, opts: dict[str, Any]) -> bool:
+    """Whether *opts* are those of a repeat occurrence whose schedule no longer exists."""
+    repeat = opts.get("repeat")
+    if not isinstance(repeat, dict) or not isinstance(repeat.get("key"), str):
+        return False
+    return not conn.execute("SELECT 1 FROM repeats WHERE queue = :q AND key = :k",
+                            {"q": queue, "k": repeat["key"]}).fetchall()
+
+
+def create_occurrence(conn: Any, *, queue: str, key: str, name: str, template: str,
+                      repeat: dict[str, Any], slot_ms: int, now_ms: int) -> Row:
+    """Insert the occurrence of schedule *key* at *slot_ms* (the caller advances the schedule).
+
+    From: (new). To: ``delayed`` until *slot_ms* (``waiting`` if it has come). Guard: the
+    occurrence id is unused (else the existing row is returned). Emits: ``delayed``.
+
+    :param template: JSON ``{"data": text, "opts": stored options, "priority": p}``.
+    :param repeat: what ``job.opts["repeat"]`` holds (the options, ``key`` and ``count``).
+    """
+    plan = json.loads(template)
+    delay_ms = max(0, slot_ms - now_ms)
+    opts = dict(plan["opts"], delay=delay_ms / 1000, repeat=repeat)
+    row, _ = add_job(conn, queue=queue, name=name, data=plan["data"], opts=opts,
+                     stored_opts=json.dumps(opts, separators=(",", ":")),
+                     job_id=occurrence_id(key, slot_ms), priority=plan["priority"],
+                     delay_ms=delay_ms, lifo=bool(opts.get("lifo")), timestamp_ms=now_ms,
+                     now_ms=now_ms, repeat_key=key)
+    return row
+
+
+def remove_occurrences(conn: Any, *, queue: str, key: str, now_ms: int) -> list[Row]:
+    """Remove the pending occurrences of schedule *key* (with the schedule, by the caller).
+
+    From: ``waiting`` / ``delayed`` (the pending occurrence, and retries waiting for their
+    backoff). To: (gone). An ``active`` one runs on, but is not run again once the schedule
+    is gone (:func:`move_to_failed`, :func:`recover_stalled`). Emits: ``removed`` per job.
+
+    :returns: the rows of the jobs removed.
+    """
+    prefix = _occurrence_prefix(key)
+    # A range on the custom-id index: ";" follows ":" in ASCII, so [lo, hi) is the prefix.
+    rows: list[Row] = conn.execute(
+        "DELETE FROM jobs WHERE queue = :q AND job_id >= :lo AND job_id < :hi"
+        " AND repeat_key = :k AND state IN ('waiting', 'delayed')"
+        f" RETURNING {JOB_COLUMNS}",
+        {"q": queue, "lo": prefix, "hi": prefix[:-1] + ";", "k": key}).fetchall()
+    if rows:
+        _note_deleted(conn, max(r[0] for r in rows))
+    for row in rows:
+        emit(conn, queue, "removed", public_id(row[0], row[1]), None, now_ms)
+    return rows
 
 
 # -- the queue flag and housekeeping ------------------------------------------------------
