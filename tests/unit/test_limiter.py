@@ -5,6 +5,7 @@ Driven by FakeClock: times are exact, so windows are checked to the millisecond.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Iterator
 
 import pytest
@@ -245,3 +246,47 @@ def test_a_retried_job_counts_as_a_new_start(make_queue: Any) -> None:
 def test_bad_limiters_are_config_errors(db_path: str, limiter: Any) -> None:
     with pytest.raises(localq.ConfigError):
         localq.Queue("q", path=db_path, limiter=limiter)
+
+
+class InterleavingClock:
+    """A clock that, the first time it is read, lets another queue claim a job (a claim that
+    commits between this queue reading the time and taking the write lock, if it can)."""
+
+    def __init__(self, now: float, meanwhile: Any) -> None:
+        self._now, self._meanwhile = now, meanwhile
+
+    def now(self) -> float:
+        meanwhile, self._meanwhile = self._meanwhile, None
+        if meanwhile is not None:
+            thread = threading.Thread(target=meanwhile)
+            thread.start()
+            thread.join()
+        return self._now
+
+
+def test_a_claim_reads_the_time_under_the_write_lock(db_path: str, make_queue: Any) -> None:
+    limiter = {"max": 2, "duration": 1}
+    other_clock = FakeClock(T0 + 0.004)
+    other = localq.Queue("q", path=db_path, clock=other_clock, limiter=limiter,
+                         settings={"busy_timeout": 0.05})
+    try:
+        other.add_bulk([{"data": {"i": i}} for i in range(4)])
+        assert other.get_next_job() is not None
+        other_clock.set(T0 + 0.005)
+        assert other.get_next_job() is not None
+        other_clock.set(T0 + 1.006)
+
+        def other_claims() -> None:
+            try:
+                other.get_next_job()  # allowed at T0 + 1.006: both starts have left its window
+            except localq.DatabaseError:
+                pass  # the lock is held: this queue read the time under it
+
+        q = make_queue(InterleavingClock(T0 + 1.003, other_claims), limiter)
+        q.get_next_job()
+        starts = [start_ms(j) for j in q.get_active()]
+        # Reading T0 + 1.003 before the lock and committing after the T0 + 1.006 claim would
+        # put a third start in [T0 + 0.004, T0 + 1.004).
+        assert_no_window_exceeds(starts, 2, 1000)
+    finally:
+        other.close()

@@ -262,8 +262,9 @@ def test_limit_one_runs_once(queue: localq.Queue, clock: FakeClock) -> None:
 def test_start_date_delays_the_first_slot(queue: localq.Queue, clock: FakeClock) -> None:
     every = queue.add(name="every", repeat={"every": 60, "start_date": T0 + 3600 + 30})
     assert slot_of(every) == (T0 + 3660) * 1000  # aligned, and not before the start
+    start = datetime(2026, 1, 2, tzinfo=UTC)
     cron = queue.add(name="cron", repeat={"cron": "*/15 * * * *", "tz": "UTC",
-                                           "start_date": datetime(2026, 1, 2, tzinfo=UTC)})
+                                          "start_date": start})
     assert slot_of(cron) == at(2026, 1, 2) * 1000
     clock.set(T0 + 3660)
     assert ran(queue) == [1]
@@ -359,7 +360,7 @@ def test_get_repeatable_jobs_describes_each_schedule(queue: localq.Queue) -> Non
 # -- removal ------------------------------------------------------------------------------
 
 def test_remove_repeatable_removes_the_pending_occurrence(queue: localq.Queue,
-                                                         clock: FakeClock) -> None:
+                                                          clock: FakeClock) -> None:
     removed: list[str] = []
     queue.on("removed", lambda job: removed.append(job.id))
     job = queue.add(name="n", repeat={"every": 10})
@@ -420,7 +421,8 @@ def test_a_stalled_occurrence_is_not_run_again_after_removal(queue: localq.Queue
     queue.remove_repeatable({"every": 10})
     clock.advance(queue.settings.lock_duration + 1)
     assert queue._recover_stalled() == [(job.id, "failed")]
-    assert queue.get_job(job.id).failed_reason == transitions.REMOVED_SCHEDULE_REASON
+    failed = queue.get_job(job.id)
+    assert failed is not None and failed.failed_reason == transitions.REMOVED_SCHEDULE_REASON
     assert ran(queue) == []
 
 
