@@ -132,14 +132,15 @@ def test_group_key_limits_each_value_and_jobs_without_it_share_a_group(
     clock = FakeClock(T0)
     q = make_queue(clock, {"max": 1, "duration": 10, "group_key": "account.id"})
     data = [{"account": {"id": "a"}}, {"account": {"id": "a"}}, {"account": {"id": "b"}},
-            {}, {"account": {}}, {"account": {"id": 7}}]
+            {}, {"account": {}}, {"account": {"id": 7}}, {"account": {"id": "7"}}]
     jobs = [q.add(d) for d in data]
     first = [j.id for j in start_all(q)]
     assert first == [jobs[0].id, jobs[2].id, jobs[3].id, jobs[5].id]
     assert q._limited_until_ms == (T0 + 10) * 1000
-    assert [j.id for j in q.get_waiting()] == [jobs[1].id, jobs[4].id]
+    held = [jobs[1].id, jobs[4].id, jobs[6].id]  # "a" again, no id, and "7" (7 as text)
+    assert [j.id for j in q.get_waiting()] == held
     clock.advance(10)
-    assert [j.id for j in start_all(q)] == [jobs[1].id, jobs[4].id]
+    assert [j.id for j in start_all(q)] == held
 
 
 def test_a_saturated_group_does_not_hold_back_other_groups(make_queue: Any) -> None:
