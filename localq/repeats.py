@@ -8,11 +8,14 @@ row, which keeps these invariants however many processes run:
 
 - ``slot_ms``, the slot of the newest occurrence, only grows: a slot never gets a second job
   (and the occurrence id is unique besides);
-- while the schedule runs, ``next_ms = slot_ms``; once that time has come, :func:`advance`
-  creates the occurrence of ``spec.next_after(now)``, strictly in the future, so slots missed
-  while nothing ran are skipped, not piled up; ``next_ms`` becomes NULL (the schedule has
-  ended, and stays listed) once ``limit`` occurrences exist or no slot is left before
-  ``end_date``;
+- a schedule has at most one occurrence that has not started: once that occurrence's slot
+  has come and it has started (or is gone), :func:`advance` creates the occurrence of
+  ``spec.next_after(now)``, strictly in the future; while it waits to start, none other is
+  created. So slots missed while nothing ran (or the queue was paused) are skipped, not
+  piled up;
+- ``next_ms`` is when the scheduler looks next: ``slot_ms``, or the slot after now while the
+  pending occurrence waits to start; it becomes NULL (the schedule has ended, and stays
+  listed) once ``limit`` occurrences exist or no slot is left before ``end_date``;
 - removing a schedule removes its waiting and delayed occurrences in the same transaction,
   so nothing of it runs afterwards.
 
@@ -48,30 +51,42 @@ _SCHEDULE = ("SELECT name, spec, template, slot_ms, next_ms, count FROM repeats"
 # -- inside a transaction -------------------------------------------------------------------
 
 def advance(conn: Any, *, queue: str, key: str, now_ms: int, force: bool = False) -> Row | None:
-    """Create schedule *key*'s next occurrence if its pending slot has come (or with *force*).
+    """Create schedule *key*'s next occurrence once the pending one's slot has come and it has
+    started (or is gone).
 
     The slot is ``spec.next_after(max(now_ms, slot_ms))``: after now and after every slot
-    created before. Past ``limit`` or ``end_date`` the schedule ends instead (``next_ms``
-    NULL). Runs inside the caller's write transaction.
+    created before. While the pending occurrence waits to start (a paused queue, busy workers
+    or none), no other is created and ``next_ms`` moves on to the next slot, when the
+    scheduler looks again: slots missed meanwhile are skipped, not piled up. Past ``limit``
+    or ``end_date`` the schedule ends instead (``next_ms`` NULL). Runs inside the caller's
+    write transaction.
 
-    :param force: create the next slot even if the pending one has not come (its job was
+    :param force: create the next slot now, whatever the time (the pending occurrence was
         removed by ``job.remove()`` or ``q.empty()``).
     :returns: the new occurrence's row, or None when nothing was due or the schedule ended.
     """
     from .repeat import RepeatSpec  # croniter costs ~30 ms to import: only when needed
 
     rows = conn.execute(_SCHEDULE, {"q": queue, "k": key}).fetchall()
-    if not rows or rows[0][4] is None or (rows[0][4] > now_ms and not force):
+    if not rows or rows[0][4] is None or (rows[0][3] > now_ms and not force):
         return None
     name, spec_text, template, slot_ms, _, count = rows[0]
     spec = RepeatSpec.from_dict(json.loads(spec_text))
     ended = spec.limit is not None and count >= spec.limit
     slot = None if ended else spec.next_after(max(now_ms, slot_ms))
-    if slot is None:
-        conn.execute("UPDATE repeats SET next_ms = NULL WHERE queue = :q AND key = :k",
-                     {"q": queue, "k": key})
+    if slot is None or (not force and _unstarted(conn, queue, key, slot_ms)):
+        conn.execute("UPDATE repeats SET next_ms = :next WHERE queue = :q AND key = :k",
+                     {"next": slot, "q": queue, "k": key})
         return None
     return _occur(conn, queue, key, name, spec, template, slot, count + 1, now_ms)
+
+
+def _unstarted(conn: Any, queue: str, key: str, slot_ms: int) -> bool:
+    """Whether the occurrence of *key* at *slot_ms* exists and has never started."""
+    return bool(conn.execute(
+        "SELECT 1 FROM jobs WHERE queue = :q AND job_id = :j AND processed_on_ms IS NULL"
+        " AND state IN ('waiting', 'delayed')",
+        {"q": queue, "j": transitions.occurrence_id(key, slot_ms)}).fetchall())
 
 
 def _occur(conn: Any, queue: str, key: str, name: str, spec: RepeatSpec, template: str,
@@ -188,21 +203,21 @@ def get_repeatable_jobs(queue: Queue) -> list[dict[str, Any]]:
     """Return one dict per schedule of *queue*, soonest ``next`` first (ended ones last).
 
     Keys: ``key``, ``name``, ``cron``, ``every`` (seconds), ``tz``, ``start_date``,
-    ``end_date``, ``next`` (epoch seconds; None once ended), ``limit``, ``count``
-    (occurrences created), ``job_id`` (the repeat's) and ``next_job_id`` (the pending
-    occurrence's id; None once ended).
+    ``end_date``, ``next`` (epoch seconds: the pending occurrence's slot, past while it waits
+    to start; None once ended), ``limit``, ``count`` (occurrences created), ``job_id`` (the
+    repeat's) and ``next_job_id`` (the pending occurrence's id; None once ended).
     """
     from .repeat import RepeatSpec
 
     rows = queue._store.query(
         "SELECT key, name, spec, slot_ms, next_ms, count FROM repeats WHERE queue = :q"
-        " ORDER BY next_ms IS NULL, next_ms, key", {"q": queue.name})
+        " ORDER BY next_ms IS NULL, slot_ms, key", {"q": queue.name})
     out = []
     for key, name, spec_text, slot_ms, next_ms, count in rows:
         ended = next_ms is None
         out.append({"key": key, "name": name, "cron": None, "every": None,
                     **RepeatSpec.from_dict(json.loads(spec_text)).public(),
-                    "next": None if ended else next_ms / 1000, "count": count,
+                    "next": None if ended else slot_ms / 1000, "count": count,
                     "next_job_id": None if ended else transitions.occurrence_id(key, slot_ms)})
     return out
 

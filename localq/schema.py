@@ -101,7 +101,7 @@ CREATE TABLE repeats (
     spec     TEXT    NOT NULL,        -- RepeatSpec as JSON
     template TEXT    NOT NULL,        -- {"data": text, "opts": {...}, "priority": p} of each occurrence
     slot_ms  INTEGER NOT NULL,        -- slot of the newest occurrence created (never created twice)
-    next_ms  INTEGER,                 -- when the scheduler acts next (= slot_ms); NULL once ended
+    next_ms  INTEGER,                 -- when the scheduler looks next (>= slot_ms); NULL once ended
     count    INTEGER NOT NULL,        -- occurrences created so far (compared with the limit)
     PRIMARY KEY (queue, key)
 );

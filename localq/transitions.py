@@ -282,10 +282,10 @@ def claim(conn: Any, *, queue: str, token: str, owner: str, lock_ms: int, now_ms
     if limit is not None:
         record_start(conn, limit, queue, row[0], now_ms)
     if '"repeat":' in row[4]:  # a repeat occurrence: its schedule's next one, if due
-        key = json.loads(row[4]).get("repeat", {}).get("key")
-        if isinstance(key, str):
+        repeat = json.loads(row[4]).get("repeat")
+        if isinstance(repeat, dict) and isinstance(repeat.get("key"), str):
             from .repeats import advance  # repeats builds on this module
-            advance(conn, queue=queue, key=key, now_ms=now_ms)
+            advance(conn, queue=queue, key=repeat["key"], now_ms=now_ms)
     _emit_if_watched(conn, queue, "active", public_id(row[0], row[1]), now_ms)
     return row
 

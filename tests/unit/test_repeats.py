@@ -293,14 +293,46 @@ def test_claiming_an_occurrence_creates_the_next_without_a_scheduler(
     job.move_to_completed("done", not_fetch=True)
 
 
-def test_adding_again_after_the_slot_passed_returns_the_new_pending_occurrence(
+def test_adding_again_returns_the_occurrence_that_waits_to_start(
         queue: localq.Queue, clock: FakeClock) -> None:
     first = queue.add(repeat={"every": 10})
     clock.advance(15)
-    again = queue.add(repeat={"every": 10})
-    assert again.id != first.id and again.get_state() == "delayed"
-    assert slot_of(again) == (T0 + 20) * 1000
-    assert queue.get_job(first.id) is not None  # the due one is still there to run
+    assert queue.add(repeat={"every": 10}).id == first.id  # due, not started: still pending
+    assert len(occurrences(queue)) == 1
+    first.promote()
+    job = queue.get_next_job()
+    assert job is not None and job.id == first.id
+    again = queue.add(repeat={"every": 10})  # the claim created the next one
+    assert again.get_state() == "delayed" and slot_of(again) == (T0 + 20) * 1000
+
+
+def test_a_paused_queue_piles_up_no_occurrences(queue: localq.Queue,
+                                                clock: FakeClock) -> None:
+    first = queue.add(repeat={"every": 10})
+    queue.pause()
+    for _ in range(100):
+        clock.advance(10)
+        assert create_due(queue) == []  # the pending one has not started: none other
+    assert [j.id for j in occurrences(queue)] == [first.id]
+    (schedule,) = queue.get_repeatable_jobs()
+    assert schedule["next"] == T0 + 10 and schedule["next_job_id"] == first.id
+    next_look = queue._store.query("SELECT next_ms FROM repeats")[0][0]
+    assert next_look == (T0 + 1010) * 1000  # the scheduler sleeps until the next slot
+    queue.resume()
+    assert ran(queue) == [1]  # once, then the schedule goes on from the next slot
+    clock.advance(10)
+    assert ran(queue) == [2]
+
+
+def test_an_occurrence_started_early_lets_the_scheduler_create_the_next(
+        queue: localq.Queue, clock: FakeClock) -> None:
+    first = queue.add(repeat={"every": 10})
+    first.promote()
+    assert ran(queue) == [1]  # before its slot: nothing else is due
+    assert len(occurrences(queue)) == 1
+    clock.advance(10)
+    (created,) = create_due(queue)
+    assert created.opts["repeat"]["count"] == 2 and slot_of(created) == (T0 + 20) * 1000
 
 
 def test_empty_leaves_schedules_and_a_slot_is_never_created_twice(
@@ -388,10 +420,9 @@ def test_remove_repeatable_by_key_also_removes_a_waiting_occurrence_and_a_retry(
 
     assert run_until_idle(queue, fail) == 1  # now a retry waits for its backoff
     clock.advance(10)
-    queue._scheduler_tick()  # slot 2 has come: slot 3 is created
     occurrences(queue)[1].promote()  # slot 2 waits to run
     states = [j.get_state() for j in occurrences(queue)]
-    assert states == ["delayed", "waiting", "delayed"]
+    assert states == ["delayed", "waiting"]
     key = queue.get_repeatable_jobs()[0]["key"]
     assert queue.remove_repeatable_by_key(key) is True
     assert occurrences(queue) == []
@@ -466,11 +497,20 @@ def check_one_job_per_slot(q: localq.Queue) -> list[int]:
     return slots
 
 
+def start_early(q: localq.Queue) -> None:
+    """Run the pending occurrences now, before their slots (so the claims create nothing)."""
+    for job in q.get_delayed():
+        job.promote()
+    while (job := q.get_next_job()) is not None:
+        job.move_to_completed(None, not_fetch=True)
+
+
 def test_two_schedulers_interleaved_create_one_job_per_slot(make_queue: Any) -> None:
     clock = FakeClock(T0)
     q1, q2 = make_queue(clock), make_queue(clock)
     q1.add(repeat={"every": 10})
     for step in range(30):
+        start_early(q1)
         clock.advance(10)
         first, second = (q1, q2) if step % 2 else (q2, q1)
         assert len(create_due(first)) == 1
@@ -484,6 +524,7 @@ def test_a_scheduler_with_an_older_clock_creates_nothing_after_a_newer_one(
     ahead, behind = FakeClock(T0), FakeClock(T0)
     q_ahead, q_behind = make_queue(ahead), make_queue(behind)
     q_ahead.add(repeat={"every": 10})
+    start_early(q_ahead)
     ahead.advance(25)
     behind.advance(12)  # read the time before the other scheduler committed
     assert len(create_due(q_ahead)) == 1
@@ -498,6 +539,7 @@ def test_two_schedulers_in_threads_create_one_job_per_slot(make_queue: Any) -> N
     queues[0].add(name="b", repeat={"cron": "* * * * *", "tz": "UTC"})
     created: list[str] = []
     for _ in range(40):
+        start_early(queues[1])
         clock.advance(20)
         barrier = threading.Barrier(2)
 
@@ -511,7 +553,7 @@ def test_two_schedulers_in_threads_create_one_job_per_slot(make_queue: Any) -> N
         for t in threads:
             t.join()
     assert len(created) == len(set(created)) == 40 + 13  # every 20 s: 40 slots, 13 minutes
-    jobs = queues[0].get_jobs(["delayed"])
+    jobs = queues[0].get_jobs(["delayed", "completed"])
     for schedule in queues[0].get_repeatable_jobs():
         prefix = schedule["next_job_id"].rsplit(":", 1)[0] + ":"
         mine = sorted(slot_of(j) for j in jobs if j.id.startswith(prefix))
@@ -548,3 +590,5 @@ def test_schedule_invariants_hold_under_any_interleaving(
             assert all(j.timestamp * 1000 < slot_of(j) for j in jobs)
             future = [j for j in jobs if slot_of(j) > clock.now() * 1000]
             assert len(future) <= 1
+            unstarted = [j for j in jobs if j.processed_on is None]
+            assert len(unstarted) <= 1  # missed slots are skipped, not piled up
