@@ -15,6 +15,7 @@ from .errors import (ConfigError, DatabaseError, InvalidJobState, JobFailed, Job
                      JobTimeout, LocalqError, LockError, SerializationError, UnrecoverableError)
 from .job import Job, JobState
 from .queue import Queue
+from .worker import Worker
 
 __version__ = "0.1.0"
 
@@ -32,5 +33,6 @@ __all__ = [
     "Queue",
     "SerializationError",
     "UnrecoverableError",
+    "Worker",
     "__version__",
 ]

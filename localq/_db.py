@@ -311,3 +311,30 @@ class Store:
             return int(self.connection().execute("PRAGMA data_version").fetchall()[0][0])
         except apsw.Error as exc:
             raise _translate(exc, self.path, self.busy_timeout) from exc
+
+    def checkpoint(self, *, truncate: bool = False, busy_timeout: float = 0.1) -> None:
+        """Copy the WAL into the database (PASSIVE), or also empty the WAL file (TRUNCATE).
+
+        TRUNCATE waits for readers and blocks writers meanwhile, so it uses a short busy
+        timeout of its own: when it cannot finish quickly it gives up and is tried again later.
+        """
+        conn = self.connection()
+        mode = apsw.SQLITE_CHECKPOINT_TRUNCATE if truncate else apsw.SQLITE_CHECKPOINT_PASSIVE
+        if truncate:
+            conn.set_busy_timeout(int(busy_timeout * 1000))
+        try:
+            conn.wal_checkpoint(mode=mode)
+        except apsw.BusyError:
+            pass  # readers or a writer in the way: the next round tries again
+        except apsw.Error as exc:
+            raise _translate(exc, self.path, self.busy_timeout) from exc
+        finally:
+            if truncate:
+                conn.set_busy_timeout(int(self.busy_timeout * 1000))
+
+    def wal_size(self) -> int:
+        """Return the size of the ``-wal`` file in bytes (0 if absent): a stat, never an open."""
+        try:
+            return os.stat(self.path + "-wal").st_size
+        except OSError:
+            return 0

@@ -44,6 +44,9 @@ def _error_parts(err: object) -> tuple[str, str | None]:
     """Return (failed_reason, stack entry) for what a handler raised or a caller passed."""
     if isinstance(err, BaseException):
         reason = str(err) or err.__class__.__name__
+        remote = getattr(err, "remote_traceback", None)  # raised in a sandbox child
+        if isinstance(remote, str):
+            return reason, remote
         return reason, "".join(traceback.format_exception(type(err), err, err.__traceback__))
     if isinstance(err, Mapping) and "message" in err:
         return str(err["message"]), None
@@ -86,6 +89,7 @@ class Job:
         self._lock_expires: float | None = _seconds(lock_expires_ms)
         self._token = token
         self._discarded = False
+        self._cancelled = False
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.name!r} {self._state} queue={self.queue.name!r}>"
@@ -109,8 +113,15 @@ class Job:
         return self.queue._store.write(durable=durable)
 
     def _release(self) -> None:
-        self.queue._locks.pop(self._rowid, None)
+        # Pop only our own token: the same row may have been taken again meanwhile (after a
+        # stall) by another thread of this queue, under a new token.
+        held = self._held_token()
+        if held is not None and self.queue._locks.get(self._rowid) == held:
+            self.queue._locks.pop(self._rowid, None)
         self._token = None
+
+    def _cancel(self) -> None:
+        self._cancelled = True
 
     # -- the seed's methods ----------------------------------------------------------------
 
@@ -185,6 +196,14 @@ class Job:
                               now_ms=self.queue._now_ms())
         self._state = "waiting"
         self.queue._after_write()
+
+    def is_cancelled(self) -> bool:
+        """Whether the worker running this job gave up on it: the job ran past its ``timeout``
+        (and was failed with :class:`~localq.JobTimeout`), the worker lost the job's lock, or
+        the worker was closed before the job finished. A handler that runs long should check
+        it now and then and return early: whatever it returns afterwards is not recorded.
+        """
+        return self._cancelled
 
     def discard(self) -> None:
         """Make the current failure final even if attempts remain (call it before raising)."""

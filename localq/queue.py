@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -20,6 +19,7 @@ from .job import Job, failure_plan
 from .limiter import compile_limit, limited_until
 from .options import (JobOptions, Limiter, Settings, check_queue_name, merge_job_options,
                       seconds)
+from .processing import Processing
 from .repeats import Repeatables
 from .wakeup import Watcher
 
@@ -51,7 +51,7 @@ def _stored_opts(opts: JobOptions) -> str:
     return json.dumps(changed, separators=(",", ":")) if changed else "{}"
 
 
-class Queue(Getters, Repeatables):
+class Queue(Getters, Repeatables, Processing):
     """A named queue in a SQLite file, shared by every thread and process that opens it.
 
     :param name: 1-200 characters of letters, digits and ``-_.:``.
@@ -90,13 +90,13 @@ class Queue(Getters, Repeatables):
         self._store = Store(self.path, durability=durability,
                             busy_timeout=self.settings.busy_timeout)
         self.durability = durability
-        self._watcher = Watcher(self._store)
+        self._watcher = Watcher(self._store, name=self.name)
         self._events = EventBus(self._store, self.name, self._watcher)
         #: rowid -> lock token of the jobs this instance (and its workers) holds.
         self._locks: dict[int, str] = {}
-        self._owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._workers: list[Worker] = []
         self._closed = False
+        self._init_processing()
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} {self.path!r}>"
@@ -117,8 +117,10 @@ class Queue(Getters, Repeatables):
     def _now_ms(self) -> int:
         return int(self._clock.now() * 1000)
 
-    def _after_write(self) -> None:
-        self._watcher.notify()
+    def _after_write(self, *, delayed: bool = False) -> None:
+        # Wakes this queue's waiters here and, through doorbells, in other processes;
+        # *delayed*: the commit added or moved delayed jobs, so schedulers re-arm their timer.
+        self._watcher.notify(delayed=delayed)
 
     def _emit_local(self, event: str, *args: Any) -> None:
         self._events.emit(event, *args)
@@ -166,7 +168,7 @@ class Queue(Getters, Repeatables):
             row, inserted = self._insert(conn, opts, text, now)
         job = Job(self, row)
         if inserted:
-            self._after_write()
+            self._after_write(delayed=job._state == "delayed")
             if job._state == "waiting":
                 self._emit_local("waiting", job.id)
         return job
@@ -203,8 +205,8 @@ class Queue(Getters, Repeatables):
                 row, inserted = self._insert(conn, opts, text, now, rowid)
                 rowid += inserted
                 rows.append((row, inserted))
-        self._after_write()
         out = [Job(self, row) for row, _ in rows]
+        self._after_write(delayed=any(job._state == "delayed" for job in out))
         for job, (_, inserted) in zip(out, rows):
             if inserted and job._state == "waiting":
                 self._emit_local("waiting", job.id)
@@ -212,7 +214,10 @@ class Queue(Getters, Repeatables):
 
     # -- manual processing -------------------------------------------------------------------
 
-    def _claim(self, *, names: Sequence[str] | None = None, conn: Any = None) -> Job | None:
+    def _claim(self, *, names: Sequence[str] | None = None, conn: Any = None,
+               emit: bool = True) -> Job | None:
+        """Take and lock the next runnable job (inside *conn*'s transaction when given; then
+        pass ``emit=False`` and emit ``active`` after the commit)."""
         token = secrets.token_hex(8)
         lock_ms = int(self.settings.lock_duration * 1000)
         params = dict(queue=self.name, token=token, owner=self._owner, lock_ms=lock_ms,
@@ -225,8 +230,10 @@ class Queue(Getters, Repeatables):
         if row is None:
             return None
         self._locks[row[0]] = token
+        self._after_claim()
         job = Job(self, row, token=token)
-        self._emit_local("active", job)
+        if emit:
+            self._emit_local("active", job)
         return job
 
     def _claim_in(self, conn: Any, params: dict[str, Any]) -> tuple[Any, ...] | None:
@@ -259,40 +266,61 @@ class Queue(Getters, Repeatables):
         text = serializers.dumps(result, what="return value", limit=self.settings.max_data_bytes)
         token = job._require_token(ignore_lock)
         nxt = None
-        with self._store.write(durable=False) as conn:
-            transitions.move_to_completed(conn, rowid=job._rowid, public=job.id, token=token,
-                                          returnvalue=text, now_ms=self._now_ms())
-            if fetch:
-                nxt = self._claim(names=names, conn=conn)
-        job._release()
+        if token is not None:
+            self._finishing.add(token)
+        try:
+            with self._store.write(durable=False) as conn:
+                transitions.move_to_completed(conn, rowid=job._rowid, public=job.id,
+                                              token=token, returnvalue=text,
+                                              now_ms=self._now_ms())
+                if fetch:
+                    nxt = self._claim(names=names, conn=conn, emit=False)
+            job._release()
+        except BaseException:
+            if nxt is not None:  # rolled back: the fetched job was never ours
+                self._locks.pop(nxt._rowid, None)
+                nxt = None
+            raise
+        finally:
+            self._finishing.discard(token or "")
         job._state, job.returnvalue = "completed", json.loads(text)
         job.finished_on = self._clock.now()
         self._after_write()
         self._emit_local("completed", job, job.returnvalue)
+        if nxt is not None:
+            self._emit_local("active", nxt)
         return nxt
 
     def _fail(self, job: Job, err: Any, *, ignore_lock: bool = False) -> str:
         token = job._require_token(ignore_lock)
         reason, stack, delay = failure_plan(job, err, self.settings.backoff_strategies)
-        with self._store.write(durable=False) as conn:
-            state = transitions.move_to_failed(
-                conn, rowid=job._rowid, public=job.id, token=token, reason=reason[:_MAX_REASON],
-                stack=None if stack is None else stack[: 2 * _MAX_REASON], retry_delay_ms=delay,
-                now_ms=self._now_ms())
-        job._release()
+        if token is not None:
+            self._finishing.add(token)
+        try:
+            with self._store.write(durable=False) as conn:
+                state = transitions.move_to_failed(
+                    conn, rowid=job._rowid, public=job.id, token=token,
+                    reason=reason[:_MAX_REASON],
+                    stack=None if stack is None else stack[: 2 * _MAX_REASON],
+                    retry_delay_ms=delay, now_ms=self._now_ms())
+            job._release()
+        finally:
+            self._finishing.discard(token or "")
         job._state, job.failed_reason = state, reason[:_MAX_REASON]
         job.attempts_made += 1
-        self._after_write()
+        self._after_write(delayed=state == "delayed")
         self._emit_local("failed", job, err)
         return state
 
-    def _recover_stalled(self, dead_owners: Sequence[str] = ()) -> list[tuple[str, str]]:
-        """Take back this queue's stalled jobs (lock expired by the queue's clock, or owner in
-        *dead_owners*); emit ``stalled`` (and ``failed`` past ``max_stalled_count``)."""
+    def _recover_stalled(self, dead_owners: Sequence[str] = (), *,
+                         check_expired: bool = True) -> list[tuple[str, str]]:
+        """Take back this queue's stalled jobs (lock expired by the queue's clock, unless
+        *check_expired* is False, or owner in *dead_owners*); emit ``stalled`` (and ``failed``
+        past ``max_stalled_count``)."""
         with self._store.write(durable=False) as conn:
             taken = transitions.recover_stalled(
                 conn, queue=self.name, now_ms=self._now_ms(), dead_owners=list(dead_owners),
-                max_stalled_count=self.settings.max_stalled_count)
+                max_stalled_count=self.settings.max_stalled_count, check_expired=check_expired)
         if taken:
             self._after_write()
         for job_id, state in taken:
@@ -306,7 +334,10 @@ class Queue(Getters, Repeatables):
 
     def _scheduler_tick(self) -> None:
         """Do the scheduler's periodic work for this queue once, on the queue's clock."""
-        self._recover_stalled()
+        from .lease import dead_owners
+        owners = self._store.query("SELECT DISTINCT lock_owner FROM jobs WHERE queue = :q"
+                                   " AND state = 'active'", {"q": self.name})
+        self._recover_stalled(dead_owners(self.path, [r[0] for r in owners]))
         if not self._store.query("SELECT 1 FROM repeats WHERE queue = :q LIMIT 1", {"q": self.name}):
             return
         from .repeats import create_due
@@ -397,8 +428,7 @@ class Queue(Getters, Repeatables):
         if self._closed:
             return
         self._closed = True
-        for worker in list(self._workers):
-            worker.close()
+        self._close_processing()
         self._events.close()
         self._watcher.close()
         self._store.close()

@@ -18,13 +18,13 @@ temporary file.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import ConfigError, SerializationError
+from .errors import ConfigError
+from .runner import call_handler, execute, settle  # noqa: F401 (call_handler: moved to runner)
 
 if TYPE_CHECKING:
     from .job import Job
@@ -42,6 +42,7 @@ class FakeClock:
     def __init__(self, start: float | None = None) -> None:
         self._now = time.time() if start is None else float(start)
         self._lock = threading.Lock()
+        self._listeners: list[weakref.WeakMethod[Callable[[], None]]] = []
 
     def now(self) -> float:
         """Return the fake time in epoch seconds."""
@@ -54,22 +55,29 @@ class FakeClock:
             raise ConfigError(f"advance() takes seconds, not {type(seconds).__name__}")
         with self._lock:
             self._now += float(seconds)
-            return self._now
+            now = self._now
+        self._moved()
+        return now
 
     def set(self, when: float) -> None:
         """Jump to *when* (epoch seconds)."""
         with self._lock:
             self._now = float(when)
+        self._moved()
 
+    def _subscribe(self, callback: Callable[[], None]) -> None:
+        """Call the bound method *callback* whenever the time changes (queues and workers
+        re-check their timers then, so tests never wait for real time to pass)."""
+        self._listeners.append(weakref.WeakMethod(callback))
 
-def call_handler(handler: Callable[[Job], Any], job: Job) -> Any:
-    """Call a sync or ``async def`` handler with *job* and return its result."""
-    result = handler(job)
-    if inspect.isawaitable(result):
-        async def _await() -> Any:
-            return await result
-        result = asyncio.run(_await())
-    return result
+    def _moved(self) -> None:
+        alive = []
+        for ref in list(self._listeners):
+            callback = ref()
+            if callback is not None:
+                alive.append(ref)
+                callback()
+        self._listeners = alive
 
 
 def run_until_idle(queue: Queue, handler: Callable[[Job], Any], *, name: str = "*") -> int:
@@ -91,12 +99,5 @@ def run_until_idle(queue: Queue, handler: Callable[[Job], Any], *, name: str = "
         if job is None:
             return ran
         ran += 1
-        try:
-            result = call_handler(handler, job)
-        except Exception as exc:  # the handler's failure is the job's failure
-            queue._fail(job, exc)
-            continue
-        try:
-            queue._complete(job, result)
-        except SerializationError as exc:
-            queue._fail(job, exc)
+        ok, value = execute(handler, job)
+        settle(queue, job, ok, value)

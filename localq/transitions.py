@@ -23,6 +23,7 @@ State machine (Bull's, with ``paused`` as a queue flag and ``stalled`` as an eve
 | move_to_completed    | active             | completed (or removed)   | token (unless ignore_lock)    | completed        |
 | move_to_failed       | active             | delayed/waiting/failed   | token (unless ignore_lock)    | failed (+delayed/waiting) |
 | recover_stalled      | active             | waiting / failed         | lock expired or owner dead    | stalled (+failed)|
+| release              | active             | waiting (head)           | token                         | waiting          |
 | retry                | failed             | waiting                  | state                         | waiting          |
 | promote              | delayed            | waiting                  | state                         | waiting          |
 | set_progress/add_log/update_data | any    | (same)                   | token when active             | progress         |
@@ -31,6 +32,8 @@ State machine (Bull's, with ``paused`` as a queue flag and ``stalled`` as an eve
 | create_occurrence    | (new)              | delayed                  | occurrence id unused          | delayed          |
 | remove_occurrences   | waiting / delayed  | (gone)                   | the schedule's key            | removed          |
 | pause / resume       | queue flag         |                          | -                             | paused/resumed   |
+| note_drained         | (none)             |                          | -                             | drained          |
+| register_worker / unregister_workers | ``workers`` rows |            | -                             | -                |
 
 Each function runs inside the caller's ``BEGIN IMMEDIATE`` transaction (``Store.write``), takes
 the time as ``now_ms`` (the caller reads the clock), never sleeps, logs or calls user code, and
@@ -60,10 +63,11 @@ from .options import NO_PRIORITY
 
 __all__ = [
     "JOB_COLUMNS", "add_job", "add_log", "claim", "clean", "create_occurrence", "delete_queue",
-    "emit", "empty", "extend_locks", "move_to_completed", "move_to_failed", "occurrence_id",
-    "pause", "promote", "promote_due", "public_id", "recover_stalled", "remove",
-    "remove_occurrences", "resume", "retry", "retry_failed",
-    "rowid_of", "set_progress", "trim_events", "update_data", "watch_queue",
+    "emit", "empty", "extend_locks", "move_to_completed", "move_to_failed", "note_drained",
+    "occurrence_id", "pause", "promote", "promote_due", "public_id", "recover_stalled",
+    "register_worker", "release", "remove", "remove_occurrences", "resume", "retry",
+    "retry_failed", "rowid_of", "set_progress", "trim_events", "unregister_workers",
+    "update_data", "watch_queue",
 ]
 
 #: The columns every Job snapshot is built from, in this order (see ``Job._from_row``).
@@ -419,15 +423,16 @@ def move_to_failed(conn: Any, *, rowid: int, public: str, token: str | None, rea
 
 
 def recover_stalled(conn: Any, *, queue: str, now_ms: int, dead_owners: Sequence[str],
-                    max_stalled_count: int) -> list[tuple[str, str]]:
+                    max_stalled_count: int, check_expired: bool = True) -> list[tuple[str, str]]:
     """Take back active jobs whose lock expired or whose owner process is gone.
 
     From: ``active``. To: the head of ``waiting`` (``stalled_count + 1``), or ``failed`` with
     "job stalled more than allowable limit" past *max_stalled_count* (attempts ignored, as
-    in Bull; ``remove_on_fail`` applies). Guard: ``lock_expires_ms < now_ms`` or
-    ``lock_owner`` in *dead_owners*. Emits: ``stalled``, and ``failed`` for those failed.
-    A repeat occurrence whose schedule was removed fails (removal promises no run after it).
-    Idempotent: a job taken back is no longer active, so a second run skips it.
+    in Bull; ``remove_on_fail`` applies). Guard: ``lock_expires_ms < now_ms`` (unless
+    *check_expired* is False) or ``lock_owner`` in *dead_owners*. Emits: ``stalled``, and
+    ``failed`` for those failed. A repeat occurrence whose schedule was removed fails (removal
+    promises no run after it). Idempotent: a job taken back is no longer active, so a second
+    run skips it.
 
     :returns: (public id, new state) of each job taken back.
     """
@@ -436,10 +441,14 @@ def recover_stalled(conn: Any, *, queue: str, now_ms: int, dead_owners: Sequence
     for i, owner in enumerate(dead_owners):
         params[f"o{i}"] = owner
         marks.append(f":o{i}")
-    dead = f" OR lock_owner IN ({', '.join(marks)})" if marks else ""
+    rules = ["lock_expires_ms < :now"] if check_expired else []
+    if marks:
+        rules.append(f"lock_owner IN ({', '.join(marks)})")
+    if not rules:
+        return []
     rows = conn.execute(
         "SELECT id, job_id, stalled_count, opts FROM jobs WHERE queue = :q AND state = 'active'"
-        f" AND (lock_expires_ms < :now{dead})", params).fetchall()
+        f" AND ({' OR '.join(rules)})", params).fetchall()
     out = []
     for rowid, job_id, stalled, opts_text in rows:
         public = public_id(rowid, job_id)
@@ -466,6 +475,23 @@ def recover_stalled(conn: Any, *, queue: str, now_ms: int, dead_owners: Sequence
             emit(conn, queue, "waiting", public, None, now_ms)
             out.append((public, "waiting"))
     return out
+
+
+def release(conn: Any, *, rowid: int, public: str, token: str, now_ms: int) -> bool:
+    """Give an active job back unfinished (a worker closing past its timeout): it runs next.
+
+    From: ``active``. To: the head of ``waiting``; attempts and stalled count unchanged.
+    Guard: token. Emits: ``waiting``.
+
+    :returns: whether the job was released (False: the lock was already lost).
+    """
+    rows = conn.execute(
+        "UPDATE jobs SET state = 'waiting', seq = -:tail, lock_token = NULL, lock_owner = NULL,"
+        " lock_expires_ms = NULL WHERE id = :id AND state = 'active' AND lock_token = :token"
+        " RETURNING queue", {"tail": _next_id(conn), "id": rowid, "token": token}).fetchall()
+    if rows:
+        emit(conn, rows[0][0], "waiting", public, None, now_ms)
+    return bool(rows)
 
 
 # -- changing jobs that are not running ---------------------------------------------------
@@ -753,3 +779,34 @@ def trim_events(conn: Any, *, keep: int) -> int:
     conn.execute("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - :keep",
                  {"keep": keep})
     return int(conn.changes())
+
+
+def note_drained(conn: Any, *, queue: str, now_ms: int) -> None:
+    """Record that a worker of *queue* found nothing to do after having worked. Emits ``drained``."""
+    emit(conn, queue, "drained", None, None, now_ms)
+
+
+def register_worker(conn: Any, *, worker_id: str, queue: str, pid: int, host: str,
+                    lease: str, concurrency: int, now_ms: int) -> None:
+    """Add (or refresh) a ``workers`` row: the worker of *queue* alive as long as *lease* is."""
+    conn.execute(
+        "INSERT OR REPLACE INTO workers (id, queue, pid, host, started_ms, concurrency, lease)"
+        " VALUES (:id, :q, :pid, :host, :now, :c, :lease)",
+        {"id": worker_id, "q": queue, "pid": pid, "host": host, "now": now_ms,
+         "c": concurrency, "lease": lease})
+
+
+def unregister_workers(conn: Any, *, worker_ids: Sequence[str] = (),
+                       leases: Sequence[str] = ()) -> int:
+    """Delete the ``workers`` rows of *worker_ids* and of every worker of *leases* (dead ones).
+
+    :returns: how many rows were deleted.
+    """
+    n = 0
+    for wid in worker_ids:
+        n += len(conn.execute("DELETE FROM workers WHERE id = :id RETURNING id",
+                              {"id": wid}).fetchall())
+    for lease in leases:
+        n += len(conn.execute("DELETE FROM workers WHERE lease = :l RETURNING id",
+                              {"l": lease}).fetchall())
+    return n

@@ -1,108 +1,148 @@
-"""Learning that the database changed, without fixed-interval polling of job tables.
+"""Learning that a queue changed, without fixed-interval polling of job tables.
 
-Commits made through this process call :meth:`Watcher.notify` and wake waiters at once.
-Commits by other processes are seen through ``PRAGMA data_version``, which changes whenever
-another connection commits; reading it costs a few microseconds and touches no table. A
-single thread per queue polls it, and only while somebody is waiting.
+Commits made through this process wake waiters at once (:meth:`Watcher.notify`). Commits by
+other processes ring this process's doorbell (:mod:`localq.doorbell`): a UDP datagram sent only
+while a thread here is actually waiting, so pickup takes well under a millisecond and an idle
+process sleeps in ``select``. ``PRAGMA data_version`` (which changes whenever another connection
+commits) is the safety net: it is read once more right after a waiter arms its doorbell, and
+every :data:`~localq.doorbell.FALLBACK_INTERVAL` seconds while somebody waits.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
+from . import doorbell
 from ._db import Store
 from .errors import DatabaseError
 
 __all__ = ["Watcher"]
 
-#: Seconds between two data_version reads while somebody waits (pickup latency vs idle CPU).
-POLL_INTERVAL = 0.002
-
 
 class Watcher:
-    """Wake waiters when the database changes (any process) or :meth:`notify` is called.
+    """Wake the waiters of one queue when it changes (any process) or :meth:`notify` is called.
 
     :param store: the database to watch.
-    :param interval: seconds between two ``data_version`` reads while somebody waits.
+    :param name: the queue's name (doorbells are rung per queue).
     """
 
-    def __init__(self, store: Store, *, interval: float = POLL_INTERVAL) -> None:
+    def __init__(self, store: Store, *, name: str = "") -> None:
         self._store = store
-        self._interval = interval
+        self.name = name
         self._cond = threading.Condition()
         self._version = 0
+        self._schedule_version = 0
         self._waiters = 0
-        self._thread: threading.Thread | None = None
+        self._local = threading.local()
         self._closed = False
+        self._pid = os.getpid()
+        self._hub_obj = doorbell.hub_for(store.path)
+        self._hub_obj.add(self)
+
+    @property
+    def _hub(self) -> doorbell.Hub:
+        if os.getpid() != self._pid:  # forked: the parent's hub has no thread here
+            self._pid = os.getpid()
+            self._hub_obj = doorbell.hub_for(self._store.path)
+            self._hub_obj.add(self)
+        return self._hub_obj
+
+    # -- the waiting side --------------------------------------------------------------------
 
     def version(self) -> int:
-        """Return a counter that grows each time a change is seen."""
+        """Return a counter that grows each time a change is seen; call it *before* looking at
+        the database, then pass it to :meth:`wait_change` if there was nothing to do."""
         with self._cond:
-            return self._version
-
-    def notify(self) -> None:
-        """Wake every waiter (call after a commit made in this process)."""
-        with self._cond:
-            self._version += 1
-            self._cond.notify_all()
+            seen = self._version
+        self._local.mark = (seen, self._data_version())
+        return seen
 
     def wait_change(self, seen: int, timeout: float | None) -> bool:
         """Block until the version differs from *seen*, or *timeout* seconds pass.
 
-        :returns: whether a change was seen.
+        :returns: whether a change was (or may have been) seen.
         """
+        hub = self._hub
+        hub.arm(doorbell.CHANGE)
+        try:
+            # Armed: from now on any commit rings us. One that came between version() and
+            # arming shows as a changed data_version.
+            mark = getattr(self._local, "mark", None)
+            if mark is not None and mark[0] == seen and mark[1] is not None:
+                if self._data_version() != mark[1]:
+                    return True
+            return self._wait(seen, timeout, schedule=False)
+        finally:
+            hub.disarm(doorbell.CHANGE)
+
+    def schedule_version(self) -> int:
+        """Return a counter that grows when delayed jobs (or schedules) may have changed."""
+        with self._cond:
+            return self._schedule_version
+
+    def wait_schedule(self, seen: int, timeout: float | None) -> bool:
+        """Block until :meth:`schedule_version` differs from *seen* or *timeout* seconds pass
+        (the scheduler's wait: woken by delayed-job changes only, not by every commit)."""
+        hub = self._hub
+        hub.arm(doorbell.SCHEDULE)
+        try:
+            return self._wait(seen, timeout, schedule=True)
+        finally:
+            hub.disarm(doorbell.SCHEDULE)
+
+    def _wait(self, seen: int, timeout: float | None, *, schedule: bool) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             self._waiters += 1
             try:
-                self._ensure_thread()
-                while self._version == seen and not self._closed:
+                while not self._closed:
+                    current = self._schedule_version if schedule else self._version
+                    if current != seen:
+                        return True
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         return False
                     self._cond.wait(remaining)
-                return self._version != seen
+                return True
             finally:
                 self._waiters -= 1
 
-    def close(self) -> None:
-        """Stop the polling thread and release every waiter."""
+    # -- the waking side ---------------------------------------------------------------------
+
+    def notify(self, *, delayed: bool = False) -> None:
+        """Wake every waiter of this queue, here and in other processes (call after a commit).
+
+        :param delayed: the commit added or moved delayed jobs (wakes schedulers too).
+        """
+        if self._closed:
+            self._wake(delayed)
+            return
+        self._hub.ring(self.name, delayed=delayed)
+
+    def _wake(self, delayed: bool) -> None:
         with self._cond:
+            self._version += 1
+            if delayed:
+                self._schedule_version += 1
+            self._cond.notify_all()
+
+    def _has_waiters(self) -> bool:
+        return self._waiters > 0
+
+    def _data_version(self) -> int | None:
+        try:
+            return self._store.data_version()
+        except DatabaseError:
+            return None
+
+    def close(self) -> None:
+        """Release every waiter and stop listening (idempotent)."""
+        with self._cond:
+            if self._closed:
+                return
             self._closed = True
             self._cond.notify_all()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(1.0)
-
-    def _ensure_thread(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._run, name="localq-watcher", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        last = None
-        idle_since = time.monotonic()
-        while True:
-            with self._cond:
-                if self._closed:
-                    return
-                if self._waiters == 0:
-                    # Nobody waits: park for a while, then end the thread if still idle.
-                    if time.monotonic() - idle_since > 1.0:
-                        self._thread = None
-                        return
-                    self._cond.wait(0.1)
-                    last = None
-                    continue
-            idle_since = time.monotonic()
-            try:
-                current = self._store.data_version()
-            except DatabaseError:
-                if self._store.closed:
-                    return
-                current = None
-            if last is not None and current != last:
-                self.notify()
-            last = current
-            time.sleep(self._interval)
+        if os.getpid() == self._pid:
+            self._hub_obj.remove(self)
