@@ -82,9 +82,11 @@ class Processing:
         return current.id
 
     def _after_claim(self) -> None:
-        if self._renewer is None:
+        renewer = self._renewer
+        if renewer is None or renewer.pid != os.getpid():
             with self._processing_lock:
-                if self._renewer is None and not self._closed:
+                renewer = self._renewer
+                if (renewer is None or renewer.pid != os.getpid()) and not self._closed:
                     from .renewal import LockRenewer
                     self._renewer = LockRenewer(self)  # type: ignore[arg-type]
 

@@ -215,9 +215,10 @@ class Queue(Getters, Repeatables, Processing):
     # -- manual processing -------------------------------------------------------------------
 
     def _claim(self, *, names: Sequence[str] | None = None, conn: Any = None,
-               emit: bool = True) -> Job | None:
+               emit: bool = True, drained: bool = False) -> Job | None:
         """Take and lock the next runnable job (inside *conn*'s transaction when given; then
-        pass ``emit=False`` and emit ``active`` after the commit)."""
+        pass ``emit=False`` and emit ``active`` after the commit). With *drained*, finding
+        nothing also records a global ``drained`` event, in the same transaction."""
         token = secrets.token_hex(8)
         lock_ms = int(self.settings.lock_duration * 1000)
         params = dict(queue=self.name, token=token, owner=self._owner, lock_ms=lock_ms,
@@ -227,6 +228,8 @@ class Queue(Getters, Repeatables, Processing):
         else:
             with self._store.write(durable=False) as conn:
                 row = self._claim_in(conn, params)
+                if row is None and drained:
+                    transitions.note_drained(conn, queue=self.name, now_ms=self._now_ms())
         if row is None:
             return None
         self._locks[row[0]] = token

@@ -13,6 +13,7 @@ reported as an ``error`` event with a :class:`~localq.LockError`; the job's hand
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import TYPE_CHECKING
 
@@ -65,6 +66,7 @@ class LockRenewer:
 
     def __init__(self, queue: Queue) -> None:
         self._queue = queue
+        self.pid = os.getpid()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="localq-renew", daemon=True)
         self._thread.start()

@@ -37,6 +37,7 @@ class Run:
         self.lock = threading.Lock()
         self.settled = False
         self.task: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
+        self.thread = threading.current_thread()
 
     def claim_outcome(self) -> bool:
         """Return True once: to whoever writes the job's outcome first."""

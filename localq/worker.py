@@ -202,20 +202,23 @@ class Worker:
             return
         self.queue._watcher._wake(False)
         deadline = None if timeout is None else time.monotonic() + timeout
+        # Called by a handler (of this worker): its own job cannot finish while it waits.
+        own = threading.current_thread() in self._threads
         with self._cond:
-            while self._busy and not self._force:
+            while self._busy > own and not self._force:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
                 self._cond.wait(0.2 if remaining is None else min(remaining, 0.2))
-            left = list(self._runs.values())
+            left = [r for r in self._runs.values() if r.thread is not threading.current_thread()]
         for run in left:
             self._give_back(run)
         self._watchdog.close()
         if self._pool is not None:
             self._pool.close()
         for thread in self._threads:
-            thread.join(0.5 if left else 5.0)
+            if thread is not threading.current_thread():
+                thread.join(0.5 if left else 5.0)
         try:
             if self._started and not self.queue._store.closed:
                 with self.queue._store.write(durable=False) as conn:
@@ -273,10 +276,10 @@ class Worker:
                         self._cond.wait()
                     if self._stopping:
                         return None
-                    epoch = self._epoch
+                    epoch, worked = self._epoch, self._worked
                 seen = queue._watcher.version()
                 try:
-                    job = queue._claim(names=self._names)
+                    job = queue._claim(names=self._names, drained=worked)
                 except LocalqError as exc:
                     if queue._store.closed:
                         return None
@@ -287,24 +290,20 @@ class Worker:
                     with self._cond:
                         self._worked = True
                     return job
-                if self._found_nothing(epoch):
+                if self._found_nothing(epoch, worked):
                     return None
                 queue._watcher.wait_change(seen, self._idle_timeout())
 
-    def _found_nothing(self, epoch: int) -> bool:
+    def _found_nothing(self, epoch: int, drained: bool) -> bool:
         """Emit ``drained`` once after work; return True when ``run(until_idle=True)`` is done."""
         queue = self.queue
         with self._cond:
-            drained, self._worked = self._worked, False
+            if drained:
+                self._worked = False
             done = self._until_idle and self._busy == 0 and self._epoch == epoch
             if done:
                 self._stopping = True
-        if drained:
-            try:
-                with queue._store.write(durable=False) as conn:
-                    transitions.note_drained(conn, queue=queue.name, now_ms=queue._now_ms())
-            except LocalqError:
-                pass  # only an event
+        if drained:  # the global row was written by the claim that found nothing
             queue._emit_local("drained")
         if done:
             self._stop_event.set()
