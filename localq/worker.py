@@ -316,8 +316,12 @@ class Worker:
         cap = queue.settings.drain_delay or None
         rows = queue._store.query("SELECT min(run_at_ms) FROM jobs WHERE queue = :q"
                                   " AND state = 'delayed'", {"q": queue.name})
-        if rows and rows[0][0] is not None:
-            until = max(0.001, float(rows[0][0]) / 1000.0 - queue.clock.now())
+        wake = [float(rows[0][0])] if rows and rows[0][0] is not None else []
+        limited = getattr(queue, "_limited_until_ms", None)  # the rate limiter frees a slot
+        if limited is not None:
+            wake.append(float(limited))
+        if wake:
+            until = max(0.001, min(wake) / 1000.0 - queue.clock.now())
             return until if cap is None else min(cap, until)
         return cap
 
