@@ -231,6 +231,8 @@ class Queue(Getters, Repeatables, Processing):
                 if row is None and drained:
                     transitions.note_drained(conn, queue=self.name, now_ms=self._now_ms())
         if row is None:
+            if drained:
+                self._after_write()  # global:drained listeners elsewhere
             return None
         self._locks[row[0]] = token
         self._after_claim()

@@ -218,7 +218,7 @@ class Worker:
             self._pool.close()
         for thread in self._threads:
             if thread is not threading.current_thread():
-                thread.join(0.5 if left else 5.0)
+                thread.join(0.1 if left else 5.0)
         try:
             if self._started and not self.queue._store.closed:
                 with self.queue._store.write(durable=False) as conn:
