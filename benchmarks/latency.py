@@ -67,14 +67,16 @@ def _spawn_worker(db: str, queue: str, log: str, concurrency: int = 1) -> subpro
     return proc
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
+def _stop(proc: subprocess.Popen[str], *, kill: bool = False) -> None:
     if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def _starts(log: str) -> dict[str, float]:
@@ -139,8 +141,7 @@ def recovery(tmp: str, rounds: int) -> dict[str, Any]:
             figures[victim].append(time.monotonic() - t0 if ok else float("inf"))
             conn.close()
             for proc in (first, second):
-                proc.kill()
-                proc.wait()
+                _stop(proc, kill=True)
             q.close()
     return {"figure": "recovery", "unit": "s", "target": "<= 1 s",
             "follower_killed_max": round(max(figures["follower"]), 3),
