@@ -127,8 +127,9 @@ def recovery(tmp: str, rounds: int) -> dict[str, Any]:
             conn = _ro(db)
 
             def active_owners() -> list[tuple[str, int]]:
-                return conn.execute("SELECT lock_owner, count(*) FROM jobs WHERE state = 'active'"
-                                    " GROUP BY lock_owner").fetchall()
+                found = conn.execute("SELECT lock_owner, count(*) FROM jobs WHERE state = 'active'"
+                                     " GROUP BY lock_owner").fetchall()
+                return [(str(o), int(c)) for o, c in found]  # type: ignore[arg-type]
             _wait_for(lambda: sum(n for _, n in active_owners()) == 4, 20)
             target = first if victim == "leader" else second
             owner = next(o for o, _ in active_owners() if o.startswith(f"{target.pid}-"))

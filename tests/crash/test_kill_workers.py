@@ -7,7 +7,6 @@ handler records its start and its end), never from the processes' exit codes alo
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import time
@@ -22,6 +21,13 @@ from tests.processes import lock_is_held, read_log, rows, spawn_worker, stop, wa
 pytestmark = [pytest.mark.crash, pytest.mark.multiprocess]
 
 CHAOS = json.dumps({"max_stalled_count": 10_000, "max_events": 1_000_000})
+
+
+def fetch(queue: localq.Queue, job_id: str) -> localq.Job:
+    """The stored job (it must exist)."""
+    job = queue.get_job(job_id)
+    assert job is not None, f"job {job_id} is gone"
+    return job
 
 
 @pytest.mark.slow
@@ -105,7 +111,7 @@ def test_the_next_process_leads_when_the_leader_is_killed(tmp_path: object) -> N
         assert wait_for(lambda: lock_is_held(path), 5, 0.01)
         print(f"\nleadership taken over in {(time.monotonic() - started) * 1000:.0f} ms")
         job = q.add({}, delay=0.3)  # no worker takes it: the new leader must promote it
-        assert wait_for(lambda: q.get_job(job.id).get_state() == "waiting", 5, 0.01)
+        assert wait_for(lambda: fetch(q, job.id).get_state() == "waiting", 5, 0.01)
     finally:
         stop(leader, follower)
         q.close()
@@ -122,7 +128,7 @@ def test_a_stopped_worker_loses_its_lock_and_cannot_complete(tmp_path: object) -
         job = q.add({"hold": 0.5})
         assert wait_for(lambda: any(x.kind == "start" for x in read_log(log)), 10, 0.001)
         stale.send_signal(signal.SIGSTOP)  # past its lock: the leader takes the job back
-        assert wait_for(lambda: q.get_job(job.id).get_state() == "waiting", 10, 0.01)
+        assert wait_for(lambda: fetch(q, job.id).get_state() == "waiting", 10, 0.01)
         taken = q.get_next_job()
         assert taken is not None and taken.id == job.id
         taken.move_to_completed("from the test", not_fetch=True)
@@ -131,7 +137,7 @@ def test_a_stopped_worker_loses_its_lock_and_cannot_complete(tmp_path: object) -
         errors = [x.text for x in read_log(log) if x.kind == "error"]
         assert all("LockError" in e for e in errors)
         assert any(x.kind == "done" for x in read_log(log))  # it ran to the end...
-        assert q.get_job(job.id).returnvalue == "from the test"  # ...and changed nothing
+        assert fetch(q, job.id).returnvalue == "from the test"  # ...and changed nothing
         completed = rows(db, "SELECT count(*) FROM events WHERE event = 'completed'")[0][0]
         assert completed == 1
     finally:
@@ -152,7 +158,7 @@ def test_sigterm_lets_the_running_job_finish_and_takes_no_more(tmp_path: object)
         later = q.add({})
         assert worker.wait(10) == 0
         assert job.finished(timeout=1) == {"by": worker.pid}
-        assert q.get_job(later.id).get_state() == "waiting"
+        assert fetch(q, later.id).get_state() == "waiting"
         assert q.get_workers() == []
         assert [x.kind for x in read_log(log)] == ["start", "done"]
     finally:

@@ -14,6 +14,13 @@ pytestmark = [pytest.mark.multiprocess, pytest.mark.crash]
 WAIT = 30.0  # spawning a child takes a few hundred ms on a busy machine
 
 
+def fetch(queue: localq.Queue, job_id: str) -> localq.Job:
+    """The stored job (it must exist)."""
+    job = queue.get_job(job_id)
+    assert job is not None, f"job {job_id} is gone"
+    return job
+
+
 @pytest.fixture
 def q(db_path: str) -> Iterator[localq.Queue]:
     queue = localq.Queue("sb", path=db_path, durability="normal")
@@ -36,7 +43,7 @@ def test_a_sandboxed_job_reaches_the_real_job_through_the_parent(q: localq.Queue
     job = q.add({"n": 1})
     result = job.finished(timeout=WAIT)
     assert result["pid"] != os.getpid() and result["rows"] == 1
-    stored = q.get_job(job.id)
+    stored = fetch(q, job.id)
     assert stored.progress() == 50 and stored.data == {"n": 1, "seen": True}
     assert q.get_job_logs(job.id)["logs"] == [f"in child {result['pid']}"]
 
@@ -54,7 +61,7 @@ def test_a_child_that_dies_fails_its_job_at_once_and_is_replaced(q: localq.Queue
         crash.finished(timeout=WAIT)
     after = q.add({"n": 2})
     assert after.finished(timeout=WAIT)["rows"] == 1  # a new child took over
-    assert q.get_job(crash.id).attempts_made == 1
+    assert fetch(q, crash.id).attempts_made == 1
 
 
 def test_handler_errors_keep_their_child_traceback_and_unrecoverable_wins(
@@ -65,10 +72,10 @@ def test_handler_errors_keep_their_child_traceback_and_unrecoverable_wins(
     bad = q.add({"set": True})
     with pytest.raises(localq.JobFailed, match="boom"):
         plain.finished(timeout=WAIT)
-    assert "sandbox_jobs.py" in q.get_job(plain.id).stacktrace[0]
+    assert "sandbox_jobs.py" in fetch(q, plain.id).stacktrace[0]
     with pytest.raises(localq.JobFailed, match="give up"):
         final.finished(timeout=WAIT)
-    assert q.get_job(final.id).attempts_made == 1
+    assert fetch(q, final.id).attempts_made == 1
     with pytest.raises(localq.JobFailed, match="return value"):
         bad.finished(timeout=WAIT)
 

@@ -15,6 +15,13 @@ from localq.scheduler import Scheduler, leader_path
 from localq.testing import FakeClock
 
 
+def fetch(queue: localq.Queue, job_id: str) -> localq.Job:
+    """The stored job (it must exist)."""
+    job = queue.get_job(job_id)
+    assert job is not None, f"job {job_id} is gone"
+    return job
+
+
 def mode(path: str) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
@@ -182,10 +189,10 @@ def test_the_leader_promotes_due_delayed_jobs_on_the_queue_clock(db_path: str) -
     try:
         job = q.add({}, delay=30)
         assert scheduler.tick() <= q.settings.guard_interval  # sleeps at most that long
-        assert q.get_job(job.id).get_state() == "delayed"
+        assert fetch(q, job.id).get_state() == "delayed"
         clock.advance(30)
         scheduler.tick()
-        assert q.get_job(job.id).get_state() == "waiting"
+        assert fetch(q, job.id).get_state() == "waiting"
     finally:
         scheduler.close()
         q.close()
@@ -206,7 +213,7 @@ def test_the_leader_trims_events_and_recovers_jobs_of_dead_owners(db_path: str) 
         stalled: list[localq.Job] = []
         q.on("stalled", stalled.append)
         scheduler.tick()
-        assert q.get_job(job.id).get_state() == "waiting"
+        assert fetch(q, job.id).get_state() == "waiting"
         assert [j.id for j in stalled] == [job.id]
         count = q._store.query("SELECT count(*) FROM events")[0][0]
         assert count <= 100
@@ -215,7 +222,8 @@ def test_the_leader_trims_events_and_recovers_jobs_of_dead_owners(db_path: str) 
         q.close()
 
 
-def test_wal_checkpoint_truncates_a_large_wal(db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wal_checkpoint_truncates_a_large_wal(db_path: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from localq import scheduler as module
     q = localq.Queue("c", path=db_path, durability="normal")
     sched = Scheduler(q, start=False)
@@ -228,4 +236,3 @@ def test_wal_checkpoint_truncates_a_large_wal(db_path: str, monkeypatch: pytest.
     finally:
         sched.close()
         q.close()
-

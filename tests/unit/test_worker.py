@@ -19,6 +19,13 @@ from localq.testing import FakeClock
 WAIT = 10.0  # the most a test waits for something that normally takes milliseconds
 
 
+def fetch(queue: localq.Queue, job_id: str) -> localq.Job:
+    """The stored job (it must exist)."""
+    job = queue.get_job(job_id)
+    assert job is not None, f"job {job_id} is gone"
+    return job
+
+
 @pytest.fixture
 def q(db_path: str, clock: FakeClock) -> Iterator[localq.Queue]:
     queue = localq.Queue("w", path=db_path, clock=clock)
@@ -48,7 +55,7 @@ def test_return_value_completes_the_job(q: localq.Queue) -> None:
     q.process(lambda job: {"double": job.data["n"] * 2})
     job = q.add({"n": 21})
     assert job.finished(timeout=WAIT) == {"double": 42}
-    assert q.get_job(job.id).get_state() == "completed"
+    assert fetch(q, job.id).get_state() == "completed"
 
 
 def test_async_handler_completes_the_job(q: localq.Queue) -> None:
@@ -75,12 +82,12 @@ def test_exception_fails_and_retries_after_backoff_on_the_queue_clock(
         return "ok"
     q.process(flaky)
     job = q.add({}, attempts=2, backoff=30)
-    wait_for(lambda: q.get_job(job.id).get_state() == "delayed")
+    wait_for(lambda: fetch(q, job.id).get_state() == "delayed")
     assert calls == [0]
     clock.advance(30)  # the retry becomes due: nothing sleeps for real
     assert job.finished(timeout=WAIT) == "ok"
     assert calls == [0, 1]
-    assert q.get_job(job.id).attempts_made == 1
+    assert fetch(q, job.id).attempts_made == 1
 
 
 def test_unrecoverable_error_fails_at_once_whatever_attempts_remain(q: localq.Queue) -> None:
@@ -90,7 +97,7 @@ def test_unrecoverable_error_fails_at_once_whatever_attempts_remain(q: localq.Qu
     job = q.add({}, attempts=5)
     with pytest.raises(localq.JobFailed, match="bad input"):
         job.finished(timeout=WAIT)
-    assert q.get_job(job.id).attempts_made == 1
+    assert fetch(q, job.id).attempts_made == 1
 
 
 def test_return_value_that_is_not_json_fails_with_a_clear_reason(q: localq.Queue) -> None:
@@ -108,7 +115,7 @@ def test_named_worker_takes_only_its_jobs_and_never_fails_the_others(q: localq.Q
     mine = q.add({}, name="email")
     mine.finished(timeout=WAIT)
     assert seen == ["email"]
-    assert q.get_job(other.id).get_state() == "waiting"
+    assert fetch(q, other.id).get_state() == "waiting"
 
 
 def test_concurrency_runs_that_many_jobs_at_once(q: localq.Queue) -> None:
@@ -168,7 +175,7 @@ def test_pause_stops_taking_jobs_and_resume_takes_them_again(q: localq.Queue) ->
     q.add({}).finished(timeout=WAIT)
     worker.pause()
     job = q.add({})
-    assert not worker._busy and q.get_job(job.id).get_state() == "waiting"
+    assert not worker._busy and fetch(q, job.id).get_state() == "waiting"
     worker.resume()
     assert job.finished(timeout=WAIT) == "ok"
 
@@ -185,7 +192,7 @@ def test_pause_waits_for_the_running_job(q: localq.Queue) -> None:
     assert started.wait(WAIT)
     threading.Timer(0.05, release.set).start()
     worker.pause(wait=True)
-    assert q.get_job(job.id).get_state() == "completed"
+    assert fetch(q, job.id).get_state() == "completed"
 
 
 def test_close_waits_for_running_jobs(q: localq.Queue) -> None:
@@ -200,7 +207,7 @@ def test_close_waits_for_running_jobs(q: localq.Queue) -> None:
     assert started.wait(WAIT)
     threading.Timer(0.05, release.set).start()
     worker.close()
-    assert q.get_job(job.id).returnvalue == "finished"
+    assert fetch(q, job.id).returnvalue == "finished"
     assert q.get_workers() == []
 
 
@@ -218,10 +225,10 @@ def test_close_past_its_timeout_gives_the_job_back_and_refuses_its_late_result(
     job = q.add({})
     assert started.wait(WAIT)
     worker.close(timeout=0)
-    assert q.get_job(job.id).get_state() == "waiting"  # runs next, elsewhere
+    assert fetch(q, job.id).get_state() == "waiting"  # runs next, elsewhere
     release.set()
     wait_for(lambda: cancelled == [True])
-    assert q.get_job(job.id).get_state() == "waiting"
+    assert fetch(q, job.id).get_state() == "waiting"
 
 
 def test_when_current_jobs_finished_waits_for_running_jobs(q: localq.Queue) -> None:
@@ -237,7 +244,7 @@ def test_when_current_jobs_finished_waits_for_running_jobs(q: localq.Queue) -> N
         q.when_current_jobs_finished(timeout=0)
     release.set()
     q.when_current_jobs_finished(timeout=WAIT)
-    assert q.get_job(job.id).get_state() == "completed"
+    assert fetch(q, job.id).get_state() == "completed"
 
 
 def test_get_workers_lists_live_workers_and_deletes_rows_of_dead_ones(q: localq.Queue) -> None:
@@ -286,7 +293,7 @@ def test_timeout_fails_the_job_and_the_handler_sees_it_was_cancelled(
     clock.advance(6)
     assert seen.wait(WAIT)
     assert job.finished(timeout=WAIT) == "second attempt"  # retried: attempts apply
-    stored = q.get_job(job.id)
+    stored = fetch(q, job.id)
     assert "timed out" in stored.failed_reason and stored.attempts_made == 1
 
 
@@ -311,7 +318,7 @@ def test_timeout_cancels_a_coroutine_handler(q: localq.Queue, clock: FakeClock) 
 
 
 def test_a_worker_that_lost_its_lock_cannot_complete(q: localq.Queue, db_path: str,
-                                                      clock: FakeClock) -> None:
+                                                     clock: FakeClock) -> None:
     errors: list[BaseException] = []
     q.on("error", errors.append)
     started, release = threading.Event(), threading.Event()
@@ -336,9 +343,9 @@ def test_a_worker_that_lost_its_lock_cannot_complete(q: localq.Queue, db_path: s
         wait_for(lambda: len(errors) >= 2)
         assert all(isinstance(e, localq.LockError) for e in errors)
         assert cancelled == [True]
-        assert q.get_job(job.id).get_state() == "active"  # still the rival's
+        assert fetch(q, job.id).get_state() == "active"  # still the rival's
         taken.move_to_completed("fresh", not_fetch=True)
-        assert q.get_job(job.id).returnvalue == "fresh"
+        assert fetch(q, job.id).returnvalue == "fresh"
         completions = q._store.query("SELECT count(*) FROM events WHERE event = 'completed'"
                                      " AND job_id = :j", {"j": job.id})
         assert completions[0][0] == 1
