@@ -72,6 +72,9 @@ class Processing:
     def _owner(self) -> str:
         """The lease id recorded as ``lock_owner`` of every job this queue takes."""
         current = self._lease
+        # Hot path (every claim): the lease is only given up by close(), or lost by a fork.
+        if current is not None and current.pid == os.getpid():
+            return current.id
         if current is None or current.pid != os.getpid() or not current.held:
             with self._processing_lock:
                 current = self._lease

@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING
 import filelock
 
 from . import doorbell, lease, transitions
-from .errors import LocalqError
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -98,7 +97,7 @@ class Scheduler:
             try:
                 self._lock.acquire(timeout=0)
                 self.is_leader = True
-            except filelock.Timeout:
+            except (filelock.Timeout, OSError):
                 return False
         return True
 
@@ -111,7 +110,10 @@ class Scheduler:
             seen = watcher.schedule_version()
             try:
                 timeout = self.tick()
-            except LocalqError as exc:
+            except Exception as exc:
+                # Broad on purpose: this thread recovers every crashed worker's jobs, so it
+                # reports what went wrong (database busy, a bug in a repeat schedule...) and
+                # tries again rather than dying quietly.
                 if self._queue._store.closed:
                     return
                 self._queue._emit_local("error", exc)

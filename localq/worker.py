@@ -171,8 +171,9 @@ class Worker:
             self._paused = True
         self.queue._watcher._wake(False)
         if wait:
+            own = threading.current_thread() in self._threads  # called by a handler
             with self._cond:
-                while self._busy:
+                while self._busy > own:
                     self._cond.wait(0.5)
 
     def resume(self) -> None:
@@ -251,17 +252,26 @@ class Worker:
 
     def _slot(self, slot: int) -> None:
         loop = None if self.sandbox else asyncio.new_event_loop()
+        queue = self.queue
+        job: Job | None = None
         try:
-            job = None
             while True:
-                if job is None:
-                    job = self._take()
+                try:
                     if job is None:
+                        job = self._take()
+                        if job is None:
+                            return
+                    job = self._process(slot, job, loop)
+                except Exception as exc:
+                    # A database error (or a bug) must not silently cost the worker a slot:
+                    # report it, drop the job's lock so that it stalls and runs again, go on.
+                    if job is not None:
+                        job._release()
+                    job = None
+                    if queue._store.closed or self._stopping:
                         return
-                job = self._process(slot, job, loop)
-        except LocalqError as exc:
-            if not self.queue._store.closed:
-                self.queue._emit_local("error", exc)
+                    queue._emit_local("error", exc)
+                    self._stop_event.wait(queue.settings.retry_process_delay)
         finally:
             if loop is not None:
                 loop.close()
@@ -338,7 +348,10 @@ class Worker:
         nxt = None
         try:
             if self._pool is not None:
-                ok, value = self._pool.run(slot, job)
+                try:
+                    ok, value = self._pool.run(slot, job)
+                except Exception as exc:  # the child could not be started: the job fails
+                    ok, value = False, exc
             else:
                 def on_task(task_loop: asyncio.AbstractEventLoop, task: Any) -> None:
                     run.task = (task_loop, task)
