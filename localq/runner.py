@@ -10,18 +10,38 @@ value that is not JSON fails it with a reason that says so.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from .errors import LocalqError, LockError, SerializationError
+from .errors import ConfigError, LocalqError, LockError, SerializationError
 
 if TYPE_CHECKING:
     from .job import Job
     from .queue import Queue
 
-__all__ = ["call_handler", "execute", "settle"]
+__all__ = ["call_handler", "execute", "resolve_handler", "settle"]
 
 TaskHook = Callable[[asyncio.AbstractEventLoop, "asyncio.Task[Any]"], None]
+
+
+def resolve_handler(ref: str) -> Callable[[Job], Any]:
+    """Import ``"package.module:function"`` (the worker's choice, never job data).
+
+    :raises ConfigError: a malformed string, a missing module or attribute, or not callable.
+    """
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"handler {ref!r} must look like 'package.module:function'")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import handler {ref!r}: {exc}") from exc
+    if not callable(target):
+        raise ConfigError(f"handler {ref!r} is not callable")
+    return target  # type: ignore[no-any-return]
 
 
 async def _await(awaitable: Any) -> Any:

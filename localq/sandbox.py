@@ -147,7 +147,7 @@ def _child_main(conn: Any, ref: str) -> None:
     import asyncio
 
     from .runner import execute
-    from .worker import resolve_handler
+    from .runner import resolve_handler
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, daemon=True, name="localq-parent-watch").start()
     handler = resolve_handler(ref)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Union
 
 from . import transitions
 from .errors import ConfigError, LocalqError
-from .runner import execute, settle
+from .runner import execute, resolve_handler, settle
 from .timeouts import Run, Watchdog
 
 if TYPE_CHECKING:
@@ -29,29 +29,9 @@ if TYPE_CHECKING:
     from .queue import Queue
     from .sandbox import Pool
 
-__all__ = ["Worker", "resolve_handler"]
+__all__ = ["Worker"]
 
 Handler = Union[Callable[["Job"], Any], str]
-
-
-def resolve_handler(ref: str) -> Callable[[Job], Any]:
-    """Import ``"package.module:function"`` (the worker's choice, never job data).
-
-    :raises ConfigError: a malformed string, a missing module or attribute, or not callable.
-    """
-    import importlib
-    module_name, sep, attr = ref.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"handler {ref!r} must look like 'package.module:function'")
-    try:
-        target: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            target = getattr(target, part)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot import handler {ref!r}: {exc}") from exc
-    if not callable(target):
-        raise ConfigError(f"handler {ref!r} is not callable")
-    return target  # type: ignore[no-any-return]
 
 
 class Worker:
