@@ -16,8 +16,8 @@ worker is never woken by datagrams, and an idle one sleeps in ``select`` at no c
 
 Correctness does not rest on the datagram: a waiter arms its flag *before* its last look at the
 database (see ``Watcher.wait_change``), so a commit either precedes that look or sees the flag
-set. A slow ``data_version`` poll (every :data:`FALLBACK_INTERVAL` seconds, only while somebody
-waits) covers lost datagrams and writers that do not ring (older versions, other tools).
+set. Each waiting thread also reads ``data_version`` every :data:`FALLBACK_INTERVAL` seconds,
+which covers lost datagrams and writers that do not ring (older versions, other tools).
 Datagrams carry no authority: any local process can send one, and it only causes a re-check.
 """
 
@@ -256,35 +256,33 @@ class Hub:
     # -- the receiving thread ----------------------------------------------------------------
 
     def _ensure_started(self) -> None:
-        if self._thread is not None or self._stop:
+        if self._thread is not None or self._stop or self._bell_failed:
             return
-        if not self._bell_failed:
-            try:
-                self._bell = _Bell(_bell_dir(self.db_path))
-            except (OSError, filelock.Timeout, ValueError):
-                self._bell_failed = True  # no loopback socket or no locks: poll instead
-        self._thread = threading.Thread(target=self._run, name="localq-doorbell", daemon=True)
+        try:
+            self._bell = _Bell(_bell_dir(self.db_path))
+        except (OSError, filelock.Timeout, ValueError):
+            self._bell_failed = True  # no loopback socket or no locks: waiters poll instead
+            return
+        self._thread = threading.Thread(target=self._run, args=(self._bell,),
+                                        name="localq-doorbell", daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
-        bell = self._bell
-        last: dict[int, int] = {}
+    @property
+    def poll_interval(self) -> float:
+        """Seconds between two ``data_version`` reads of a waiting thread (the safety net)."""
+        return POLL_INTERVAL if self._bell_failed else FALLBACK_INTERVAL
+
+    def _run(self, bell: _Bell) -> None:
+        # Sleeps in select() until a datagram arrives: no timeout, no cost while idle.
         while not self._stop:
-            armed = self._armed[CHANGE] > 0
-            if bell is not None:
-                timeout = FALLBACK_INTERVAL if armed else None
-                try:
-                    ready, _, _ = select.select([bell.sock], [], [], timeout)
-                except (OSError, ValueError):
-                    return
-                if self._stop:
-                    return
-                if ready:
-                    self._drain(bell)
-                    continue
-            else:
-                time.sleep(POLL_INTERVAL if armed else FALLBACK_INTERVAL)
-            self._poll(last)
+            try:
+                ready, _, _ = select.select([bell.sock], [], [])
+            except (OSError, ValueError):
+                return
+            if self._stop:
+                return
+            if ready:
+                self._drain(bell)
 
     def _drain(self, bell: _Bell) -> None:
         seen: set[tuple[bool, str]] = set()
@@ -299,20 +297,6 @@ class Hub:
                 seen.add((data[:1] == b"d", data[1:].decode("utf-8", "replace")))
         for delayed, queue in seen:
             self._wake_local(queue, delayed)
-
-    def _poll(self, last: dict[int, int]) -> None:
-        """Notify the watchers whose database changed since the last poll (fallback path)."""
-        for watcher in list(self._watchers):
-            if not watcher._has_waiters():
-                last.pop(id(watcher), None)
-                continue
-            current = watcher._data_version()
-            if current is None:
-                continue
-            before = last.get(id(watcher))
-            last[id(watcher)] = current
-            if before is not None and before != current:
-                watcher._wake(False)
 
     def close(self) -> None:
         with self._lock:

@@ -5,7 +5,7 @@ other processes ring this process's doorbell (:mod:`localq.doorbell`): a UDP dat
 while a thread here is actually waiting, so pickup takes well under a millisecond and an idle
 process sleeps in ``select``. ``PRAGMA data_version`` (which changes whenever another connection
 commits) is the safety net: it is read once more right after a waiter arms its doorbell, and
-every :data:`~localq.doorbell.FALLBACK_INTERVAL` seconds while somebody waits.
+by each waiting thread every :data:`~localq.doorbell.FALLBACK_INTERVAL` seconds.
 """
 
 from __future__ import annotations
@@ -68,12 +68,22 @@ class Watcher:
         hub.arm(doorbell.CHANGE)
         try:
             # Armed: from now on any commit rings us. One that came between version() and
-            # arming shows as a changed data_version.
+            # arming shows as a data_version (of this thread's connection: the counter is per
+            # connection) that differs from the one read by version(); so does a commit whose
+            # datagram was lost, at the next read.
             mark = getattr(self._local, "mark", None)
-            if mark is not None and mark[0] == seen and mark[1] is not None:
-                if self._data_version() != mark[1]:
+            baseline = mark[1] if mark is not None and mark[0] == seen else self._data_version()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                if baseline is not None and self._data_version() != baseline:
                     return True
-            return self._wait(seen, timeout, schedule=False)
+                step = hub.poll_interval
+                if deadline is not None:
+                    step = min(step, deadline - time.monotonic())
+                    if step <= 0:
+                        return False
+                if self._wait(seen, step, schedule=False):
+                    return True
         finally:
             hub.disarm(doorbell.CHANGE)
 
@@ -127,9 +137,6 @@ class Watcher:
             if delayed:
                 self._schedule_version += 1
             self._cond.notify_all()
-
-    def _has_waiters(self) -> bool:
-        return self._waiters > 0
 
     def _data_version(self) -> int | None:
         try:

@@ -131,7 +131,7 @@ def test_doorbell_ring_wakes_every_waiter_of_the_queue_in_the_process(db_path: s
                 woke.set()
         thread = threading.Thread(target=wait)
         thread.start()
-        while not b._watcher._has_waiters():
+        while not b._watcher._waiters:
             time.sleep(0.001)
         other._watcher.notify()  # another queue: not ours
         assert not woke.wait(0.05)
@@ -235,4 +235,22 @@ def test_wal_checkpoint_truncates_a_large_wal(db_path: str,
         assert q._store.wal_size() == 0
     finally:
         sched.close()
+        q.close()
+
+
+def test_a_commit_between_looking_and_waiting_is_not_lost(db_path: str) -> None:
+    import apsw
+    q = localq.Queue("lost", path=db_path)
+    other = apsw.Connection(db_path)  # another writer that rings no doorbell
+    try:
+        seen = q._watcher.version()
+        other.execute("INSERT INTO meta (key, value) VALUES ('x', 1)")  # after the look
+        started = time.monotonic()
+        assert q._watcher.wait_change(seen, 10)
+        assert time.monotonic() - started < 1.0  # seen at once, not at the timeout
+        seen = q._watcher.version()
+        threading.Timer(0.05, other.execute, ["UPDATE meta SET value = 2 WHERE key = 'x'"]).start()
+        assert q._watcher.wait_change(seen, 10)  # the data_version safety net
+    finally:
+        other.close()
         q.close()
