@@ -7,6 +7,7 @@ handler records its start and its end), never from the processes' exit codes alo
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import time
@@ -208,3 +209,32 @@ def test_parent_killed_mid_job_takes_its_sandbox_child_along(tmp_path: object) -
     finally:
         stop(worker)
         q.close()
+
+
+def test_a_forked_child_of_the_leader_does_not_keep_leadership(tmp_path: object) -> None:
+    import subprocess
+    import sys
+    from tests.processes import ROOT
+    db = f"{tmp_path}/q.db"
+    code = (
+        "import os, sys, time\n"
+        "import localq\n"
+        "from localq.scheduler import Scheduler\n"
+        f"q = localq.Queue('fork', path={db!r})\n"
+        "assert Scheduler(q, start=False).try_lead()\n"
+        "q.add({}); assert q.get_next_job() is not None  # holds a lease and a job too\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os.close(1); os.close(2); time.sleep(30); os._exit(0)\n"
+        "print(pid, q._owner, flush=True)\n"
+        "os._exit(0)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=ROOT), timeout=60)
+    child, owner = out.stdout.split()
+    try:
+        os.kill(int(child), 0)  # the forked child still runs...
+        assert not lock_is_held(leader_path(db, "fork"))  # ...but leads nothing
+        from localq.lease import dead_owners
+        assert dead_owners(db, [owner]) == [owner]  # and does not hold its parent's lease
+    finally:
+        os.kill(int(child), signal.SIGKILL)
