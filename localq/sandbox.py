@@ -195,6 +195,8 @@ class Pool:
         self._ref = ref
         self._relay = relay
         self._children: list[_Child | None] = [None] * size
+        #: The job each slot's child runs now (so that a late kill never hits the next job).
+        self._jobs: list[str | None] = [None] * size
         self._lock = threading.Lock()
         self._closed = False
 
@@ -206,6 +208,14 @@ class Pool:
             child = self._children[slot]
             if child is None or not child.proc.is_alive():
                 child = self._children[slot] = _Child(self._ctx, self._ref, slot)
+            self._jobs[slot] = job.id
+        try:
+            return self._exchange(slot, child, job)
+        finally:
+            with self._lock:
+                self._jobs[slot] = None
+
+    def _exchange(self, slot: int, child: _Child, job: Job) -> tuple[bool, Any]:
         payload = {"id": job.id, "name": job.name, "data": job.data, "opts": job.opts,
                    "queue": job.queue.name, "timestamp": job.timestamp, "delay": job.delay,
                    "attempts_made": job.attempts_made, "processed_on": job.processed_on,
@@ -257,11 +267,13 @@ class Pool:
         child.conn.close()
         return ChildProcessExited(f"process exited with code {child.proc.exitcode}")
 
-    def kill(self, slot: int) -> None:
-        """Kill the slot's child (a timed-out job); it is replaced on the next job."""
-        child = self._children[slot]
-        if child is not None and child.proc.is_alive():
-            child.proc.kill()
+    def kill(self, slot: int, job_id: str) -> None:
+        """Kill the slot's child if it still runs *job_id* (a timed-out or abandoned job); a
+        new child takes the slot's next job."""
+        with self._lock:
+            child = self._children[slot]
+            if child is not None and self._jobs[slot] == job_id and child.proc.is_alive():
+                child.proc.kill()
 
     def close(self) -> None:
         """Stop every child (idle ones are asked, the others killed)."""

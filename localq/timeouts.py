@@ -62,7 +62,7 @@ class Watchdog:
     """Fail the runs of one worker that pass their deadline.
 
     :param queue: the worker's queue (its clock and its failure path).
-    :param on_timeout: called with the run after it was failed (the sandbox kills the child).
+    :param on_timeout: called with the run before it is failed (the sandbox kills the child).
     """
 
     def __init__(self, queue: Queue, on_timeout: Callable[[Run], None]) -> None:
@@ -118,11 +118,11 @@ class Watchdog:
         if not run.claim_outcome():
             return
         run.cancel()
+        self._on_timeout(run)  # first: a sandbox child stops at once
         timeout = run.job.opts.get("timeout")
         err = JobTimeout(f"job {run.job.id!r} timed out after {timeout:g} s (its timeout option)")
         from .runner import settle
         settle(self._queue, run.job, False, err)
-        self._on_timeout(run)
 
     def close(self) -> None:
         """Stop the thread."""

@@ -782,7 +782,10 @@ def trim_events(conn: Any, *, keep: int) -> int:
 
 
 def note_drained(conn: Any, *, queue: str, now_ms: int) -> None:
-    """Record that a worker of *queue* found nothing to do after having worked. Emits ``drained``."""
+    """Record that a worker of *queue* found nothing to do after having worked.
+
+    Emits ``drained``.
+    """
     emit(conn, queue, "drained", None, None, now_ms)
 
 

@@ -226,7 +226,7 @@ class Worker:
                 queue._emit_local("error", exc)
         job._release()
         if self._pool is not None:
-            self._pool.kill(run.slot)
+            self._pool.kill(run.slot, job.id)
 
     # -- the slots ---------------------------------------------------------------------------
 
@@ -358,7 +358,7 @@ class Worker:
 
     def _timed_out(self, run: Run) -> None:
         if self._pool is not None:
-            self._pool.kill(run.slot)
+            self._pool.kill(run.slot, run.job.id)
 
     def _clock_moved(self) -> None:
         self._watchdog.poke()
