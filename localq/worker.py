@@ -74,6 +74,7 @@ class Worker:
         self._cond = threading.Condition()
         self._claim_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        #: The run of each busy slot (by slot: after a lost lock the same job may run twice).
         self._runs: dict[int, Run] = {}
         self._started = self._stopping = self._paused = self._closing = False
         self._until_idle = self._worked = self._force = False
@@ -322,7 +323,7 @@ class Worker:
         run = Run(job, slot, None if not timeout else start + float(timeout))
         with self._cond:
             self._busy += 1
-            self._runs[job._rowid] = run
+            self._runs[slot] = run
         queue._job_started(job)
         self._watchdog.watch(run)
         nxt = None
@@ -344,7 +345,7 @@ class Worker:
             self._watchdog.forget(run)
             queue._job_done(job)
             with self._cond:
-                self._runs.pop(job._rowid, None)
+                self._runs.pop(slot, None)
                 self._busy -= 1
                 self._epoch += 1
                 if nxt is not None:
@@ -366,7 +367,7 @@ class Worker:
     def _relay(self, slot: int, method: str, args: tuple[Any, ...]) -> Any:
         """Apply a job call relayed from a sandbox child (progress, log, update, discard)."""
         with self._cond:
-            run = next((r for r in self._runs.values() if r.slot == slot), None)
+            run = self._runs.get(slot)
         if run is None:
             raise LocalqError("the job of this sandbox slot is no longer running")
         job = run.job
