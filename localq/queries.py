@@ -12,8 +12,8 @@ from typing import Any, Sequence
 from ._db import Store
 from .transitions import JOB_COLUMNS, public_id, rowid_of
 
-__all__ = ["STATES", "counts", "events_after", "job_row", "job_state", "list_jobs", "logs",
-           "outcome", "rowid"]
+__all__ = ["STATES", "active_jobs", "count_events_after", "counts", "events_after", "job_row",
+           "job_state", "list_jobs", "logs", "outcome", "queue_names", "recent_events", "rowid"]
 
 STATES = ("waiting", "active", "delayed", "completed", "failed", "paused")
 
@@ -166,3 +166,79 @@ def last_event_id(store: Store) -> int:
 def public(rid: int, job_id: str | None) -> str:
     """Return the public id of a row (re-exported for callers outside transitions)."""
     return public_id(rid, job_id)
+
+
+# -- overview reads (the command line and the live view) -----------------------------------
+
+#: One skip-scan per partial index: the smallest queue name after :after that has a job in
+#: that state. Each is one index seek, so listing queues costs O(queues * log jobs), not a
+#: scan of every job.
+_NEXT_QUEUE = (
+    "SELECT min(queue) FROM jobs WHERE state = 'waiting' AND queue > :after",
+    "SELECT min(queue) FROM jobs WHERE state = 'delayed' AND queue > :after",
+    "SELECT min(queue) FROM jobs WHERE state = 'active' AND queue > :after",
+    "SELECT min(queue) FROM jobs WHERE state IN ('completed', 'failed') AND queue > :after",
+)
+
+
+def queue_names(store: Store) -> list[str]:
+    """Return the names of every queue of the file, sorted: queues with jobs, paused queues,
+    queues with a repeat schedule and queues with a registered worker."""
+    names: set[str] = set()
+    with store.read() as conn:
+        for sql in _NEXT_QUEUE:
+            after = ""
+            while True:
+                found = _first(conn, sql, {"after": after})
+                if found is None:
+                    break
+                after = str(found)
+                names.add(after)
+        for sql in ("SELECT name FROM queues", "SELECT DISTINCT queue FROM repeats",
+                    "SELECT DISTINCT queue FROM workers"):
+            names.update(str(row[0]) for row in conn.execute(sql).fetchall())
+    return sorted(names)
+
+
+def _first(conn: Any, sql: str, params: Any) -> Any:
+    return conn.execute(sql, params).fetchall()[0][0]
+
+
+def active_jobs(store: Store, queue: str, limit: int) -> list[tuple[str, str, Any, float | None]]:
+    """Return (id, name, progress, processed_on in epoch seconds) of up to *limit* active
+    jobs of *queue*, longest-running first."""
+    rows = store.query(
+        "SELECT id, job_id, name, progress, processed_on_ms FROM jobs"
+        " WHERE queue = :q AND state = 'active' ORDER BY processed_on_ms, id LIMIT :n",
+        {"q": queue, "n": limit})
+    return [(public_id(r[0], r[1]), r[2], json.loads(r[3]) if r[3] is not None else 0,
+             None if r[4] is None else r[4] / 1000.0) for r in rows]
+
+
+def count_events_after(store: Store, queue: str, event: str, cursor: int) -> tuple[int, int]:
+    """Return how many *event* events of *queue* have an id > *cursor*, and the newest event
+    id of the file (the next cursor). ``cursor < 0`` only returns the newest id."""
+    with store.read() as conn:
+        newest = _integer(conn, "SELECT coalesce(max(id), 0) FROM events", None)
+        if cursor < 0:
+            return 0, newest
+        count = _integer(conn, "SELECT count(*) FROM events WHERE id > :c AND id <= :n"
+                         " AND queue = :q AND event = :e",
+                         {"c": cursor, "n": newest, "q": queue, "e": event})
+    return count, newest
+
+
+def _integer(conn: Any, sql: str, params: Any) -> int:
+    return int(conn.execute(sql, params).fetchall()[0][0])
+
+
+def recent_events(store: Store, queue: str, event: str, limit: int, *,
+                  window: int = 5000) -> list[tuple[str | None, Any, float]]:
+    """Return (job id, data, time in epoch seconds) of the newest *limit* *event* events of
+    *queue*, newest first, looking at the newest *window* events of the file only (a bounded
+    read however long the events table is)."""
+    rows = store.query(
+        "SELECT job_id, data, ts_ms FROM events WHERE id > (SELECT coalesce(max(id), 0)"
+        " FROM events) - :w AND queue = :q AND event = :e ORDER BY id DESC LIMIT :n",
+        {"w": window, "q": queue, "e": event, "n": limit})
+    return [(r[0], json.loads(r[1]) if r[1] is not None else None, r[2] / 1000.0) for r in rows]

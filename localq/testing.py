@@ -1,19 +1,24 @@
-"""Helpers for users' own unit tests: a fake clock and running jobs in the calling thread.
+"""Helpers for users' own unit tests: a fake clock, and jobs run in the calling thread.
 
-::
+No sleeping and no threads: ``FakeClock`` makes every time rule of a queue (delays, backoff,
+repeat schedules, lock expiry, ``clean(grace)``, retention by age) follow a clock the test
+moves, and ``run_until_idle`` runs the jobs that are runnable now through the real
+claim / complete / fail path::
 
+    import localq
     from localq.testing import FakeClock, run_until_idle
 
     def test_retry_after_backoff(tmp_path):
         clock = FakeClock()
-        q = localq.Queue("t", path=tmp_path / "q.db", clock=clock)
-        q.add({"n": 1}, attempts=2, backoff=10)
-        assert run_until_idle(q, flaky) == 1     # fails once, retry is delayed 10 s
-        clock.advance(10)
-        assert run_until_idle(q, flaky) == 1     # the retry runs, no sleep needed
+        with localq.Queue("t", path=tmp_path / "q.db", clock=clock) as q:
+            q.add({"n": 1}, attempts=2, backoff=10)
+            assert run_until_idle(q, flaky) == 1     # fails once; the retry waits 10 s
+            assert run_until_idle(q, flaky) == 0     # nothing is runnable yet
+            clock.advance(10)
+            assert run_until_idle(q, flaky) == 1     # the retry runs, no sleep needed
 
-The ``localq_queue`` pytest fixture (installed with the package) gives a fresh queue on a
-temporary file.
+The ``localq_queue`` pytest fixture (installed with the package, see
+:mod:`localq.pytest_plugin`) gives such a queue on a temporary file, ready to use.
 """
 
 from __future__ import annotations
@@ -81,13 +86,21 @@ class FakeClock:
 
 
 def run_until_idle(queue: Queue, handler: Callable[[Job], Any], *, name: str = "*") -> int:
-    """Run, in the calling thread, every job of *queue* that is runnable now; return how many ran.
+    """Run, in the calling thread, every job of *queue* that is runnable now; return how many
+    attempts ran.
 
-    Jobs go through the real claim / complete / fail path. Meanwhile it does what workers and
-    the scheduler would: promotes delayed jobs that are due by the queue's clock (retries
-    included), takes back stalled jobs, and creates due repeat occurrences.
+    Each job goes through the real claim / complete / fail path, so retries, backoff,
+    ``remove_on_complete``, events and ``job.finished()`` behave as with a worker. Between
+    jobs it does what workers and the scheduler would do meanwhile, on the queue's clock:
+    promote due delayed jobs (retries included), take back stalled jobs and create due
+    repeat occurrences. A retry that is due at once (no backoff) runs in the same call; one
+    delayed into the future waits until the clock reaches it.
 
+    :param queue: the queue (usually with ``clock=FakeClock()``).
+    :param handler: ``handler(job)`` returns the result or raises; ``async def`` works too.
     :param name: run only jobs with this name (``"*"``: all).
+    :returns: how many attempts ran (a job that failed and was retried counts twice).
+    :raises ConfigError: *handler* is not callable.
     """
     if not callable(handler):
         raise ConfigError("handler must be callable")

@@ -1,0 +1,357 @@
+"""The ``localq`` command line: every command through main(argv), bad input, subprocesses."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+
+import localq
+from localq import cli
+from localq.options import JobOptions
+from localq.testing import run_until_idle
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def fail_first(job: localq.Job) -> str:
+    if job.data.get("fail"):
+        job.log("giving up")
+        raise RuntimeError(f"boom {job.data['n']}")
+    return f"ok {job.data['n']}"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    """A file with queue "emails" holding a job in each state, and an empty paused "reports"."""
+    path = str(tmp_path / "q.db")
+    with localq.Queue("emails", path=path) as q:
+        q.add({"n": 1})                                  # completed
+        q.add({"n": 2, "fail": True}, attempts=1)         # failed
+        run_until_idle(q, fail_first)
+        q.add({"n": 3}, name="long")                      # active, with progress and a log
+        job = q.get_next_job()
+        assert job is not None and job.id == "3"
+        job.progress(40)
+        job.log("halfway")
+        q.add({"n": 4}, priority=2)                       # waiting
+        q.add({"n": 5}, delay=3600, job_id="later")       # delayed
+    with localq.Queue("reports", path=path) as r:
+        r.pause()
+    return path
+
+
+def lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+# -- reading ------------------------------------------------------------------------------
+
+def test_queues_lists_every_queue_with_its_pause_flag(capsys, db):
+    code, out, _ = run(capsys, "--db", db, "queues")
+    assert code == 0
+    assert lines(out)[0].split() == ["QUEUE", "PAUSED", "JOBS"]
+    assert lines(out)[1].split() == ["emails", "no", "5"]
+    assert lines(out)[2].split() == ["reports", "yes", "0"]
+    code, out, _ = run(capsys, "--db", db, "queues", "--json")
+    assert json.loads(out) == [{"queue": "emails", "is_paused": False, "jobs": 5},
+                               {"queue": "reports", "is_paused": True, "jobs": 0}]
+
+
+def test_stats_counts_every_state_of_every_queue_or_one(capsys, db):
+    code, out, _ = run(capsys, "--db", db, "stats", "--json")
+    assert code == 0
+    emails, reports = json.loads(out)
+    assert emails == {"queue": "emails", "is_paused": False, "waiting": 1, "active": 1,
+                      "delayed": 1, "completed": 1, "failed": 1, "paused": 0}
+    assert reports["is_paused"] is True
+    code, out, _ = run(capsys, "stats", "emails", "--db", db)  # --db after the command too
+    assert code == 0
+    assert lines(out)[1].split() == ["emails", "1", "1", "1", "1", "1", "0"]
+
+
+def test_db_comes_from_localq_path_when_no_flag(capsys, db, monkeypatch):
+    monkeypatch.setenv("LOCALQ_PATH", db)
+    code, out, _ = run(capsys, "stats", "emails", "--json")
+    assert code == 0 and json.loads(out)[0]["completed"] == 1
+
+
+def test_jobs_lists_states_in_run_order_with_ids(capsys, db):
+    code, out, _ = run(capsys, "--db", db, "jobs", "emails", "--json")
+    assert code == 0
+    jobs = json.loads(out)
+    assert [(j["state"], j["data"]["n"]) for j in jobs] == [
+        ("active", 3), ("waiting", 4), ("delayed", 5), ("failed", 2), ("completed", 1)]
+    assert all(isinstance(j["id"], str) for j in jobs)
+    assert jobs[2]["id"] == "later"
+    code, out, _ = run(capsys, "--db", db, "jobs", "emails")
+    table = lines(out)
+    assert table[0].split()[:3] == ["ID", "STATE", "NAME"]
+    assert "[" not in table[1] and "40" in table[1]  # active job's progress
+    assert "boom 2" in out  # a failed job shows its reason
+
+
+def test_jobs_state_filter_and_limit(capsys, db):
+    code, out, _ = run(capsys, "--db", db, "jobs", "emails", "--state", "failed",
+                       "--state", "wait", "--json")
+    assert [j["state"] for j in json.loads(out)] == ["failed", "waiting"]
+    code, out, _ = run(capsys, "--db", db, "jobs", "emails", "--limit", "2", "--json")
+    assert len(json.loads(out)) == 2
+    code, out, _ = run(capsys, "--db", db, "jobs", "reports")
+    assert code == 0 and "no jobs" in out
+
+
+def test_paused_queue_lists_waiting_jobs_as_paused(capsys, db):
+    with localq.Queue("reports", path=db) as r:
+        r.add({"n": 9})
+    code, out, _ = run(capsys, "--db", db, "jobs", "reports", "--json")
+    assert [j["state"] for j in json.loads(out)] == ["paused"]
+
+
+def test_show_describes_one_job(capsys, db):
+    code, out, _ = run(capsys, "--db", db, "show", "emails", "2")
+    assert code == 0
+    assert "failed reason boom 2" in " ".join(out.split())
+    assert "RuntimeError: boom 2" in out  # the stack trace of the last attempt
+    assert "1 rows (localq logs emails 2)" in out
+    code, out, _ = run(capsys, "--db", db, "show", "emails", "later", "--json")
+    (job,) = json.loads(out)
+    assert job["id"] == "later" and job["state"] == "delayed" and job["delay"] == 3600
+
+
+def test_show_reports_the_derived_state(capsys, db):
+    with localq.Queue("emails", path=db) as q:
+        q.pause()
+    code, out, _ = run(capsys, "--db", db, "show", "emails", "4", "--json")
+    assert json.loads(out)[0]["state"] == "paused"
+
+
+def test_logs_prints_rows(capsys, db):
+    code, out, _ = run(capsys, "--db", db, "logs", "emails", "3")
+    assert code == 0 and out == "halfway\n"
+    code, out, _ = run(capsys, "--db", db, "logs", "emails", "3", "--json")
+    assert json.loads(out) == [{"id": "3", "index": 0, "row": "halfway"}]
+    code, out, _ = run(capsys, "--db", db, "logs", "emails", "1")
+    assert "no log rows" in out
+
+
+# -- writing ------------------------------------------------------------------------------
+
+def test_add_passes_every_flag_to_the_job(capsys, tmp_path):
+    db = str(tmp_path / "new.db")  # add creates the file
+    code, out, _ = run(capsys, "--db", db, "add", "mail", '{"to": "ada"}', "--name", "send",
+                       "--delay", "30", "--priority", "3", "--attempts", "4", "--backoff",
+                       '{"type": "exponential", "delay": 2}', "--timeout", "9", "--lifo",
+                       "--job-id", "m-1", "--json")
+    assert code == 0
+    (shown,) = json.loads(out)
+    assert shown["id"] == "m-1" and shown["state"] == "delayed"
+    with localq.Queue("mail", path=db) as q:
+        job = q.get_job("m-1")
+        assert job is not None and job.data == {"to": "ada"} and job.name == "send"
+        assert (job.opts["priority"], job.opts["attempts"], job.opts["timeout"],
+                job.opts["lifo"], job.delay) == (3, 4, 9.0, True, 30.0)
+        assert job.opts["backoff"] == {"type": "exponential", "delay": 2.0}
+    code, out, _ = run(capsys, "--db", db, "add", "mail", "[1, 2]", "--backoff", "5")
+    assert code == 0 and out.startswith("job 1 in queue 'mail': waiting")
+    code, out, _ = run(capsys, "--db", db, "add", "mail", "{}", "--job-id", "m-1")
+    assert code == 0 and "delayed" in out  # an existing id: nothing added, that job shown
+
+
+def test_add_flags_are_job_options_fields():
+    """huey's consumer_options idea: the CLI's job flags come from JobOptions' fields."""
+    fields = {f.name: f for f in dataclasses.fields(JobOptions)}
+    assert set(cli.ADD_FLAGS) <= set(fields)
+    parser = cli.build_parser()
+    add = parser._subparsers._group_actions[0].choices["add"]  # type: ignore[union-attr]
+    flags = {s for a in add._actions for s in a.option_strings} - {"-h", "--help", "--db",
+                                                                    "--json"}
+    assert flags == {cli.flag_name(f) for f in cli.ADD_FLAGS}
+    for action in add._actions:
+        if action.dest in cli.ADD_FLAGS:
+            assert action.default is None  # unset flags leave JobOptions' own defaults
+    assert cli.flag_name("job_id") == "--job-id"
+
+
+def test_retry_one_job_and_all(capsys, db):
+    with localq.Queue("emails", path=db) as q:
+        q.add({"n": 6, "fail": True}, name="flaky")
+        assert run_until_idle(q, fail_first, name="flaky") == 1
+    code, out, _ = run(capsys, "--db", db, "retry", "emails", "2")
+    assert code == 0 and "failed -> waiting" in out
+    code, out, _ = run(capsys, "--db", db, "retry", "emails", "--all")
+    assert code == 0 and "re-queued 1 failed jobs" in out
+    with localq.Queue("emails", path=db) as q:
+        assert q.get_job_counts("failed", "waiting") == {"failed": 0, "waiting": 3}
+
+
+def test_remove_promote_clean_pause_resume(capsys, db):
+    assert run(capsys, "--db", db, "promote", "emails", "later")[0] == 0
+    assert run(capsys, "--db", db, "remove", "emails", "4")[0] == 0
+    code, out, _ = run(capsys, "--db", db, "clean", "emails", "--grace", "0", "--json")
+    assert code == 0 and json.loads(out) == [{"id": "1"}]
+    code, out, _ = run(capsys, "--db", db, "clean", "emails", "--grace", "0", "--state",
+                       "failed")
+    assert out.startswith("removed 1 failed jobs")
+    code, out, _ = run(capsys, "--db", db, "pause", "emails")
+    assert code == 0 and "paused" in out
+    with localq.Queue("emails", path=db) as q:
+        assert q.is_paused()
+        assert q.get_job("4") is None and q.get_job("later").get_state() == "paused"
+        assert q.get_job_counts("completed", "failed") == {"completed": 0, "failed": 0}
+    assert run(capsys, "--db", db, "resume", "emails")[0] == 0
+    with localq.Queue("emails", path=db) as q:
+        assert not q.is_paused()
+
+
+def test_help_and_version_exit_0(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for command in ("queues", "stats", "jobs", "show", "logs", "add", "retry", "remove",
+                    "promote", "clean", "pause", "resume", "worker", "watch", "demo"):
+        assert command in out
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"localq {localq.__version__}"
+
+
+# -- bad input: one line on stderr, exit 1, nothing on stdout ------------------------------
+
+def _foreign(tmp_path: Path) -> str:
+    path = str(tmp_path / "other.sqlite")
+    conn = apsw.Connection(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    return path
+
+
+BAD: list[tuple[str, list[str], str]] = [
+    ("bad json", ["add", "emails", "{to: ada}"], "not valid JSON"),
+    ("NaN in json", ["add", "emails", '{"x": NaN}'], "not strict JSON"),
+    ("non-finite delay", ["add", "emails", "{}", "--delay", "inf"], "finite"),
+    ("bad float", ["add", "emails", "{}", "--delay", "soon"], "invalid float value"),
+    ("priority 0", ["add", "emails", "{}", "--priority", "0"], "priority must be >= 1"),
+    ("attempts 0", ["add", "emails", "{}", "--attempts", "0"], "attempts must be >= 1"),
+    ("bad backoff", ["add", "emails", "{}", "--backoff", "{"], "not valid JSON"),
+    ("digit job id", ["add", "emails", "{}", "--job-id", "42"], "reserved"),
+    ("bad queue name", ["add", "no such!", "{}"], "bad queue name"),
+    ("unknown job", ["show", "emails", "999"], "no job '999'"),
+    ("unknown job logs", ["logs", "emails", "nope"], "no job 'nope'"),
+    ("unknown job remove", ["remove", "emails", "999"], "no job"),
+    ("promote waiting", ["promote", "emails", "4"], "not delayed"),
+    ("retry waiting", ["retry", "emails", "4"], "not failed"),
+    ("remove active", ["remove", "emails", "3"], "lock"),
+    ("retry nothing", ["retry", "emails"], "one of the arguments"),
+    ("retry both", ["retry", "emails", "2", "--all"], "not allowed with"),
+    ("unknown queue", ["stats", "nosuch"], "no queue 'nosuch'"),
+    ("unknown queue jobs", ["jobs", "nosuch"], "no queue 'nosuch'"),
+    ("bad state", ["jobs", "emails", "--state", "done"], "invalid choice"),
+    ("bad limit", ["jobs", "emails", "--limit", "0"], "--limit must be >= 1"),
+    ("limit not int", ["jobs", "emails", "--limit", "ten"], "invalid int value"),
+    ("negative grace", ["clean", "emails", "--grace", "-1"], "grace must be >= 0"),
+    ("clean no grace", ["clean", "emails"], "--grace"),
+    ("unknown command", ["frobnicate"], "invalid choice: 'frobnicate'"),
+    ("no command", [], "a command is required"),
+    ("missing argument", ["show", "emails"], "required: ID"),
+    ("unknown option", ["stats", "--verbose"], "unrecognized arguments"),
+    ("handler spec", ["worker", "emails", "no_colon"], "must be module:function"),
+    ("handler module", ["worker", "emails", "no_such_module_xyz:run"], "ModuleNotFoundError"),
+    ("handler attr", ["worker", "emails", "json:no_such_fn"], "AttributeError"),
+    ("handler not callable", ["worker", "emails", "json:__name__"], "not a function"),
+    ("watch interval", ["watch", "--interval", "-1"], "--interval"),
+    ("demo jobs", ["demo", "--jobs", "0"], "--jobs must be"),
+]
+
+
+@pytest.mark.parametrize("argv,expected", [(a, e) for _, a, e in BAD],
+                         ids=[name for name, _, _ in BAD])
+def test_bad_input_is_one_line_and_exit_1(capsys, db, argv, expected):
+    code, out, err = run(capsys, "--db", db, *argv)
+    assert code == 1
+    assert out == ""
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("localq: error: ") and expected in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("which", ["missing file", "missing directory", "directory",
+                                   "foreign file"])
+def test_bad_database_paths_are_one_line_errors(capsys, tmp_path, which):
+    path = {"missing file": str(tmp_path / "none.db"),
+            "missing directory": str(tmp_path / "no" / "dir" / "q.db"),
+            "directory": str(tmp_path), "foreign file": _foreign(tmp_path)}[which]
+    code, out, err = run(capsys, "--db", path, "stats")
+    assert (code, out, len(err.splitlines())) == (1, "", 1)
+    assert err.startswith("localq: error: ")
+    assert not os.path.exists(tmp_path / "none.db")  # reading never creates a file
+    if which == "foreign file":
+        assert "not a localq database" in err
+
+
+# -- through the installed entry points, in a subprocess ------------------------------------
+
+def _script(*argv: str, db: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("LOCALQ_PATH", None)
+    if db:
+        env["LOCALQ_PATH"] = db
+    return subprocess.run([sys.executable, "-m", "localq", *argv], env=env, text=True,
+                          capture_output=True, timeout=60)
+
+
+def test_python_m_localq_runs_commands(db):
+    done = _script("stats", "--json", db=db)
+    assert done.returncode == 0 and done.stderr == ""
+    assert [s["queue"] for s in json.loads(done.stdout)] == ["emails", "reports"]
+    done = _script("--db", db, "add", "emails", '{"n": 7}')
+    assert done.returncode == 0 and "waiting" in done.stdout
+    done = _script("--db", db, "jobs", "emails", "--json")
+    assert any(j["data"] == {"n": 7} for j in json.loads(done.stdout))
+
+
+@pytest.mark.parametrize("argv", [
+    ["add", "emails", "not json"], ["show", "emails", "999"], ["jobs", "emails", "--limit", "x"],
+    ["nosuchcommand"], ["--db", "/nonexistent-dir/q.db", "stats"],
+])
+def test_python_m_localq_bad_input_has_no_traceback(db, argv):
+    done = _script(*argv, db=db)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("localq: error: ")
+    assert "Traceback" not in done.stderr
+
+
+def test_foreign_file_is_not_touched(tmp_path):
+    path = _foreign(tmp_path)
+    before = Path(path).read_bytes()
+    done = _script("--db", path, "add", "q", "{}")
+    assert done.returncode == 1 and "not a localq database" in done.stderr
+    assert Path(path).read_bytes() == before
+
+
+def test_output_to_a_closed_pipe_is_quiet(db):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), LOCALQ_PATH=db)
+    with localq.Queue("emails", path=db) as q:
+        q.add_bulk([{"data": {"n": i}} for i in range(3000)])
+    proc = subprocess.Popen([sys.executable, "-m", "localq", "jobs", "emails", "--limit",
+                             "3000"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(100)
+    proc.stdout.close()  # the reader goes away, like `| head`
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 0
+    assert "Traceback" not in err
+
