@@ -179,7 +179,7 @@ def render_rich(frame: Frame, title: str = "localq watch") -> Any:
                            f"{float(progress):3.0f}%" if numeric else "",
                            fmt.duration(frame.now - started) if started else "-")
     if active.row_count:
-        parts.append(active)
+        parts += [Text(""), active]
     failed = Table("queue", "id", "when", "reason", box=None, title="recent failed attempts",
                    title_justify="left", header_style="bold red")
     for v in frame.queues:
@@ -187,7 +187,7 @@ def render_rich(frame: Frame, title: str = "localq watch") -> Any:
             failed.add_row(v.name, failed_id or "-", fmt.ago(at, frame.now),
                            fmt.clip(str(reason), 70))
     if failed.row_count:
-        parts.append(failed)
+        parts += [Text(""), failed]
     return Group(*parts)
 
 

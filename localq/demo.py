@@ -140,9 +140,10 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("--timeout must be 0-86400 s and --interval 0-60 s")
 
 
-def summary(q: Queue, total: int, elapsed: float, failed_cursor: int, pids: list[int],
-            logdir: str) -> str:
-    """Return the demo's closing report, read back from the file."""
+def summary(q: Queue, added: list[dict[str, Any]], elapsed: float, failed_cursor: int,
+            pids: list[int], logdir: str) -> str:
+    """Return the demo's closing report: outcomes read back from the file, the job mix
+    from *added* (the ``add_bulk`` entries)."""
     done, failed = q.get_completed(), q.get_failed()
     jobs = done + failed
     starts = [j.processed_on for j in jobs if j.processed_on]
@@ -151,14 +152,14 @@ def summary(q: Queue, total: int, elapsed: float, failed_cursor: int, pids: list
     attempts_failed = queries.count_events_after(q._store, QUEUE, "failed", failed_cursor)[0]
     per_pid = {pid: sum(1 for j in done if isinstance(j.returnvalue, dict)
                         and j.returnvalue.get("pid") == pid) for pid in pids}
-    delayed = sum(1 for j in jobs if j.opts.get("delay"))
-    urgent = sum(1 for j in jobs if j.opts.get("priority") == 1)
-    reports = sum(1 for j in jobs if j.name == "report")
+    delayed = sum(1 for e in added if e["opts"].get("delay"))
+    urgent = sum(1 for e in added if e["opts"].get("priority") == 1)
+    reports = sum(1 for e in added if e["name"] == "report")
     db = shlex.quote(q.path)
     example = (failed or done or jobs)[0].id if jobs else "1"
     rate = f"{len(done) / span:.0f} jobs/s" if span > 0 else "-"
     return "\n".join([
-        f"localq demo: {total} jobs finished in {elapsed:.1f} s by {len(pids)} worker"
+        f"localq demo: {len(added)} jobs finished in {elapsed:.1f} s by {len(pids)} worker"
         f" processes ({', '.join(f'pid {p}: {n} jobs' for p, n in per_pid.items())})",
         f"  completed    {len(done)}",
         f"  failed       {len(failed)} (every attempt failed; kept for inspection)",
@@ -193,7 +194,8 @@ def run_demo(args: argparse.Namespace) -> int:
                               " without --db, or with a new file")
         q.resume()
         failed_cursor = queries.count_events_after(q._store, QUEUE, "failed", -1)[1]
-        q.add_bulk(make_jobs(args.jobs, args.seed))
+        added = make_jobs(args.jobs, args.seed)
+        q.add_bulk(added)
         start = time.monotonic()
         procs = _start_workers(q.path, args, logdir)
         interval = args.interval if args.interval is not None else (
@@ -217,7 +219,7 @@ def run_demo(args: argparse.Namespace) -> int:
             codes = _stop_workers(procs)
         elapsed = time.monotonic() - start
         print()
-        print(summary(q, args.jobs, elapsed, failed_cursor, [p.pid for p in procs], logdir))
+        print(summary(q, added, elapsed, failed_cursor, [p.pid for p in procs], logdir))
     if any(codes):
         print(f"localq: warning: worker exit codes {codes}: see {logdir}", file=sys.stderr)
     return 0
