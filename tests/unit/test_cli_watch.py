@@ -150,7 +150,12 @@ def _read_until(fd: int, needle: bytes, seen: bytearray, timeout: float = 20.0,
                 return
 
 
-@pytest.mark.parametrize("style", ["--plain", "rich"])
+#: Runs the command line with ``import rich`` failing, as where the extra is not installed.
+WITHOUT_RICH = ("import sys; sys.modules['rich'] = None; from localq.cli import main;"
+                " sys.exit(main(sys.argv[1:]))")
+
+
+@pytest.mark.parametrize("style", ["--plain", "rich", "no rich"])
 def test_watch_in_a_terminal_redraws_in_place_and_exits_0_on_ctrl_c(db_path, style):
     if style == "rich":
         pytest.importorskip("rich")
@@ -158,14 +163,15 @@ def test_watch_in_a_terminal_redraws_in_place_and_exits_0_on_ctrl_c(db_path, sty
         q.add({})
     main, child = pty.openpty()
     env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="120", LINES="40", TERM="xterm")
-    argv = [sys.executable, "-m", "localq", "--db", db_path, "watch", "--interval", "0.05"]
+    python = [sys.executable] + (["-c", WITHOUT_RICH] if style == "no rich" else ["-m", "localq"])
+    argv = python + ["--db", db_path, "watch", "--interval", "0.05"]
     proc = subprocess.Popen(argv + (["--plain"] if style == "--plain" else []), stdin=child,
                             stdout=child, stderr=child, env=env, close_fds=True)
     os.close(child)
     seen = bytearray()
     try:
         _read_until(main, b"localq watch", seen, times=3)  # three frames drawn
-        if style == "--plain":
+        if style != "rich":
             # each later frame starts by moving up over the previous one and clearing it
             assert seen.count(b"F\x1b[J") >= 2 and b"WAITING" in seen
         else:
