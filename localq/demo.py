@@ -101,7 +101,8 @@ def add_demo_options(parser: argparse.ArgumentParser) -> None:
                         help="plain text even if rich is installed")
 
 
-def _start_workers(path: str, args: argparse.Namespace, logdir: str) -> list[subprocess.Popen[bytes]]:
+def _start_workers(path: str, args: argparse.Namespace,
+                   logdir: str) -> list[subprocess.Popen[bytes]]:
     # The children import this very copy of localq, installed or not.
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -136,7 +137,8 @@ def _check(args: argparse.Namespace) -> None:
                                    ("--concurrency", args.concurrency, 1, 256)):
         if not low <= value <= high:
             raise ConfigError(f"{flag} must be {low}-{high}, not {value}")
-    if not 0 < args.timeout <= 86400 or (args.interval is not None and not 0 <= args.interval <= 60):
+    interval = 0 if args.interval is None else args.interval
+    if not 0 < args.timeout <= 86400 or not 0 <= interval <= 60:
         raise ConfigError("--timeout must be 0-86400 s and --interval 0-60 s")
 
 

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import apsw
 import pytest
@@ -177,8 +176,8 @@ def test_add_flags_are_job_options_fields():
     assert set(cli.ADD_FLAGS) <= set(fields)
     parser = cli.build_parser()
     add = parser._subparsers._group_actions[0].choices["add"]  # type: ignore[union-attr]
-    flags = {s for a in add._actions for s in a.option_strings} - {"-h", "--help", "--db",
-                                                                    "--json"}
+    flags = {s for a in add._actions for s in a.option_strings}
+    flags -= {"-h", "--help", "--db", "--json"}
     assert flags == {cli.flag_name(f) for f in cli.ADD_FLAGS}
     for action in add._actions:
         if action.dest in cli.ADD_FLAGS:
@@ -354,4 +353,3 @@ def test_output_to_a_closed_pipe_is_quiet(db):
     proc.stderr.close()
     assert proc.wait(timeout=60) == 0
     assert "Traceback" not in err
-

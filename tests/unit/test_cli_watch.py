@@ -82,8 +82,8 @@ def test_every_queue_is_watched_when_none_is_named(db_path: str, clock: FakeCloc
         sampler = Sampler(a, None)
         assert [v.name for v in sampler.sample().queues] == ["a"]
         b.pause()  # a paused queue without jobs is a queue too
-        assert [(v.name, v.is_paused) for v in sampler.sample().queues] == [("a", False),
-                                                                              ("b", True)]
+        views = sampler.sample().queues
+        assert [(v.name, v.is_paused) for v in views] == [("a", False), ("b", True)]
 
 
 def _frame() -> Frame:
