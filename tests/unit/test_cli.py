@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import apsw
 import pytest
@@ -34,23 +35,28 @@ def fail_first(job: localq.Job) -> str:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
-    """A file with queue "emails" holding a job in each state, and an empty paused "reports"."""
+def db(tmp_path: Path) -> Iterator[str]:
+    """A file with queue "emails" holding a job in each state, and an empty paused "reports".
+
+    The queue that took the active job stays open during the test, as a live worker would:
+    a closed instance's jobs are recovered by the next stalled-job check.
+    """
     path = str(tmp_path / "q.db")
     with localq.Queue("emails", path=path) as q:
         q.add({"n": 1})                                  # completed
         q.add({"n": 2, "fail": True}, attempts=1)         # failed
         run_until_idle(q, fail_first)
-        q.add({"n": 3}, name="long")                      # active, with progress and a log
-        job = q.get_next_job()
+    with localq.Queue("emails", path=path) as holder:
+        holder.add({"n": 3}, name="long")                 # active, with progress and a log
+        job = holder.get_next_job()
         assert job is not None and job.id == "3"
         job.progress(40)
         job.log("halfway")
-        q.add({"n": 4}, priority=2)                       # waiting
-        q.add({"n": 5}, delay=3600, job_id="later")       # delayed
-    with localq.Queue("reports", path=path) as r:
-        r.pause()
-    return path
+        holder.add({"n": 4}, priority=2)                  # waiting
+        holder.add({"n": 5}, delay=3600, job_id="later")  # delayed
+        with localq.Queue("reports", path=path) as r:
+            r.pause()
+        yield path
 
 
 def lines(text: str) -> list[str]:
