@@ -177,9 +177,9 @@ def summary(q: Queue, added: list[dict[str, Any]], elapsed: float, failed_cursor
         f"  localq --db {db} jobs {QUEUE} --state failed",
         f"  localq --db {db} show {QUEUE} {example}",
         f"  localq --db {db} watch {QUEUE}",
-        f"Remove it with: rm -r {shlex.quote(logdir)}" if logdir.startswith(
-            tempfile.gettempdir()) else "",
-    ]).rstrip()
+        f"Remove it with: rm -r {shlex.quote(logdir)}"
+        if os.path.dirname(q.path) == logdir else f"Remove the logs with: rm -r {shlex.quote(logdir)}",
+    ])
 
 
 def run_demo(args: argparse.Namespace) -> int:

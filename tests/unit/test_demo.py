@@ -59,7 +59,7 @@ def test_demo_refuses_a_file_whose_demo_queue_has_jobs(capsys, db_path):
 @pytest.mark.multiprocess
 def test_demo_runs_unattended_with_two_worker_processes(tmp_path):
     db = str(tmp_path / "demo.db")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TMPDIR=str(tmp_path))  # the logs' directory
     done = subprocess.run([sys.executable, "-m", "localq", "--db", db, "demo", "--jobs", "30",
                            "--interval", "0.2"], env=env, text=True, capture_output=True,
                           stdin=subprocess.DEVNULL, timeout=120)
@@ -73,6 +73,8 @@ def test_demo_runs_unattended_with_two_worker_processes(tmp_path):
     assert match, out
     assert match.group(1) != match.group(3)
     assert f"localq --db {db} stats" in out
+    logs = sorted(tmp_path.glob("localq-demo-*/worker-*.log"))
+    assert len(logs) == 2 and f"Remove the logs with: rm -r {logs[0].parent}" in out
     with localq.Queue("demo", path=db) as q:
         counts = q.get_job_counts()
         assert counts["completed"] + counts["failed"] == 30
