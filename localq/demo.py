@@ -177,8 +177,8 @@ def summary(q: Queue, added: list[dict[str, Any]], elapsed: float, failed_cursor
         f"  localq --db {db} jobs {QUEUE} --state failed",
         f"  localq --db {db} show {QUEUE} {example}",
         f"  localq --db {db} watch {QUEUE}",
-        f"Remove it with: rm -r {shlex.quote(logdir)}"
-        if os.path.dirname(q.path) == logdir else f"Remove the logs with: rm -r {shlex.quote(logdir)}",
+        ("Remove it with: rm -r " if os.path.dirname(q.path) == logdir
+         else "Remove the logs with: rm -r ") + shlex.quote(logdir),
     ])
 
 

@@ -195,9 +195,11 @@ def test_queue_names_finds_queues_in_every_state_without_scanning(db_path, clock
         q.add({})
     with localq.Queue("b-delayed", path=db_path, clock=clock) as q:
         q.add({}, delay=5)
-        with q._store.write(durable=False) as conn:
-            conn.execute("INSERT INTO repeats (queue, key, name, spec, template)"
-                         " VALUES ('d-repeat', 'k', 'n', '{}', '{}')")
+    with localq.Queue("d-repeat", path=db_path, clock=clock) as r:
+        r.add({}, repeat={"every": 60})
+        (occurrence,) = r.get_delayed()
+        occurrence.remove()  # only the schedule is left to name the queue
+    with localq.Queue("b-delayed", path=db_path, clock=clock) as q:
         assert queries.queue_names(q._store) == ["a-wait", "b-delayed", "c-done", "d-repeat"]
         plan = q._store.query("EXPLAIN QUERY PLAN " + queries._NEXT_QUEUE[3], {"after": ""})
         assert "INDEX jobs_finished" in plan[0][3]
