@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     command("queues", "list the queues of the file", queue="no", json_out=True)
-    command("stats", "job counts per state (every queue, or QUEUE)", queue="optional",
+    command("stats", "job counts per state and live workers (every queue, or QUEUE)",
+            queue="optional",
             json_out=True)
     p = command("jobs", "list jobs: active, waiting, delayed, failed, completed", json_out=True)
     p.add_argument("--state", action="append", choices=STATES + ("wait",),
@@ -214,14 +215,21 @@ def _cmd_queues(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workers(queue: Queue, name: str) -> int:
+    if name == queue.name:
+        return len(queue.get_workers())
+    with Queue(name, path=queue.path) as other:
+        return len(other.get_workers())
+
+
 def _cmd_stats(args: argparse.Namespace) -> int:
     with _open(args, args.queue) as q:
         names = [args.queue] if args.queue else queries.queue_names(q._store)
-        objs = [_counts(q, name) for name in names]
+        objs = [{**_counts(q, name), "workers": _workers(q, name)} for name in names]
     rows = [[o["queue"] + (" (paused)" if o["is_paused"] else "")]
-            + [o[s] for s in queries.STATES] for o in objs]
-    _emit(args, objs, fmt.table(["QUEUE", *(s.upper() for s in queries.STATES)], rows)
-          if objs else "no queues in this file")
+            + [o[s] for s in (*queries.STATES, "workers")] for o in objs]
+    _emit(args, objs, fmt.table(["QUEUE", *(s.upper() for s in queries.STATES), "WORKERS"],
+                                rows) if objs else "no queues in this file")
     return 0
 
 

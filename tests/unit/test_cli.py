@@ -82,11 +82,19 @@ def test_stats_counts_every_state_of_every_queue_or_one(capsys, db):
     assert code == 0
     emails, reports = json.loads(out)
     assert emails == {"queue": "emails", "is_paused": False, "waiting": 1, "active": 1,
-                      "delayed": 1, "completed": 1, "failed": 1, "paused": 0}
+                      "delayed": 1, "completed": 1, "failed": 1, "paused": 0, "workers": 0}
     assert reports["is_paused"] is True
     code, out, _ = run(capsys, "stats", "emails", "--db", db)  # --db after the command too
     assert code == 0
-    assert lines(out)[1].split() == ["emails", "1", "1", "1", "1", "1", "0"]
+    assert lines(out)[1].split() == ["emails", "1", "1", "1", "1", "1", "0", "0"]
+
+
+def test_stats_counts_live_workers(capsys, db):
+    with localq.Queue("reports", path=db) as r:
+        r.process(lambda job: None, concurrency=2)
+        code, out, _ = run(capsys, "--db", db, "stats", "--json")
+        workers = [(s["queue"], s["workers"]) for s in json.loads(out)]
+        assert workers == [("emails", 0), ("reports", 1)]
 
 
 def test_db_comes_from_localq_path_when_no_flag(capsys, db, monkeypatch):
