@@ -73,6 +73,7 @@ def _pytest(tmp_path: Path, *args: str, autoload: bool) -> subprocess.CompletedP
                           cwd=tmp_path, env=env, text=True, capture_output=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_user_test_file_with_p_option(tmp_path):
     done = _pytest(tmp_path, "-p", "localq.pytest_plugin", autoload=False)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -84,6 +85,7 @@ def test_user_test_file_without_the_plugin_has_no_fixture(tmp_path):
     assert done.returncode == 1 and "fixture 'localq_queue' not found" in done.stdout
 
 
+@pytest.mark.slow
 def test_user_test_file_through_the_installed_entry_point(tmp_path):
     installed = [e for e in entry_points(group="pytest11") if e.value == "localq.pytest_plugin"]
     if not installed:
