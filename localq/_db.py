@@ -64,6 +64,16 @@ def resolve_path(path: str | os.PathLike[str] | None) -> str:
     return full
 
 
+#: Extended result codes of a failed fsync: the only I/O errors after which a transaction
+#: that raised may still be in the file (tests/unit/test_faults_vfs.py pins this).
+_SYNC_ERRORS = frozenset({apsw.SQLITE_IOERR_FSYNC, apsw.SQLITE_IOERR_DIR_FSYNC})
+
+
+def _extended(exc: apsw.Error) -> int:
+    # The apsw stubs do not declare extendedresult, though every apsw.Error has it.
+    return int(getattr(exc, "extendedresult", 0))
+
+
 def _translate(exc: apsw.Error, path: str, busy_timeout: float) -> DatabaseError:
     # Matching on exception classes, never on message text.
     if isinstance(exc, apsw.BusyError):
@@ -74,6 +84,12 @@ def _translate(exc: apsw.Error, path: str, busy_timeout: float) -> DatabaseError
     elif isinstance(exc, (apsw.NotADBError, apsw.CorruptError)):
         msg = (f"{path!r} is corrupt or not a database ({exc.__class__.__name__}): restore it from"
                " a backup, or move it away to start a new queue")
+    elif isinstance(exc, apsw.IOError) and _extended(exc) in _SYNC_ERRORS:
+        # The commit's frames may all be in the WAL already: SQLite rolled the transaction
+        # back in memory, but the next open of the file can replay it (README "Reliability").
+        msg = (f"I/O error on {path!r} ({exc}): check the disk. An fsync failed, so the"
+               " outcome of this call is unknown: it may reappear when the file is next"
+               " opened (repeat an add with a custom job_id to make the retry harmless)")
     elif isinstance(exc, apsw.IOError):
         msg = f"I/O error on {path!r} ({exc}): check the disk; nothing of this call was stored"
     elif isinstance(exc, apsw.ReadOnlyError):
@@ -93,14 +109,19 @@ class Store:
     :param path: an absolute path from :func:`resolve_path`.
     :param durability: ``"safe"``, ``"full"`` or ``"normal"`` (see API.md).
     :param busy_timeout: seconds a transaction waits for another writer.
+    :param vfs: a testing hook, not public API: the name of a registered apsw VFS to open
+        the file through (``tests/faults.py`` injects I/O errors this way; see
+        ``Queue._open_store``). ``None``, the default, is SQLite's own VFS.
     """
 
-    def __init__(self, path: str, *, durability: str = "safe", busy_timeout: float = 10.0) -> None:
+    def __init__(self, path: str, *, durability: str = "safe", busy_timeout: float = 10.0,
+                 vfs: str | None = None) -> None:
         if durability not in DURABILITY_MODES:
             raise ConfigError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
         self.path = path
         self.durability = durability
         self.busy_timeout = busy_timeout
+        self.vfs = vfs
         self._local = threading.local()
         self._pid = os.getpid()
         self._lock = threading.Lock()
@@ -125,7 +146,7 @@ class Store:
 
     def _open(self) -> apsw.Connection:
         try:
-            conn = apsw.Connection(self.path, flags=_OPEN_FLAGS)
+            conn = apsw.Connection(self.path, flags=_OPEN_FLAGS, vfs=self.vfs)
         except apsw.Error as exc:
             raise _translate(exc, self.path, self.busy_timeout) from exc
         conn.set_busy_timeout(int(self.busy_timeout * 1000))
