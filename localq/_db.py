@@ -16,6 +16,7 @@ Rules this module enforces (reference/reliability.md §0):
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import weakref
@@ -27,7 +28,7 @@ import apsw
 from . import schema
 from .errors import ConfigError, DatabaseError
 
-__all__ = ["DURABILITY_MODES", "Store", "resolve_path"]
+__all__ = ["CORRUPT_VALUE_ERRORS", "DURABILITY_MODES", "Store", "corrupt_value", "resolve_path"]
 
 DURABILITY_MODES = ("safe", "full", "normal")
 
@@ -74,8 +75,26 @@ def _extended(exc: apsw.Error) -> int:
     return int(getattr(exc, "extendedresult", 0))
 
 
-def _translate(exc: apsw.Error, path: str, busy_timeout: float) -> DatabaseError:
+#: What reading a damaged row raises instead of an apsw error: SQLite checks the b-tree
+#: structure, not the bytes of a value, so a page overwritten in the middle of a row (or
+#: zero-filled, as virtiofs has done) surfaces as text that is not UTF-8 (apsw decodes it)
+#: or not JSON (localq decodes it).
+CORRUPT_VALUE_ERRORS: tuple[type[Exception], ...] = (UnicodeDecodeError, json.JSONDecodeError)
+#: What a read or a transaction translates into DatabaseError.
+_DRIVER_ERRORS: tuple[type[Exception], ...] = (apsw.Error, *CORRUPT_VALUE_ERRORS)
+
+
+def corrupt_value(exc: BaseException, path: str) -> DatabaseError:
+    """Return the error for a stored value that does not decode (see CORRUPT_VALUE_ERRORS)."""
+    return DatabaseError(
+        f"{path!r} is corrupt: a stored value does not decode ({exc.__class__.__name__}:"
+        f" {exc}): restore it from a backup, or move it away to start a new queue", path=path)
+
+
+def _translate(exc: BaseException, path: str, busy_timeout: float) -> DatabaseError:
     # Matching on exception classes, never on message text.
+    if isinstance(exc, CORRUPT_VALUE_ERRORS):
+        return corrupt_value(exc, path)
     if isinstance(exc, apsw.BusyError):
         msg = (f"database {path!r} stayed locked by another connection for over {busy_timeout:g} s;"
                " raise settings['busy_timeout'] or look for a process holding a long transaction")
@@ -128,7 +147,13 @@ class Store:
         self._conns: weakref.WeakSet[apsw.Connection] = weakref.WeakSet()
         self._closed = False
         self._create_file()
-        self._check_and_migrate(self.connection())
+        try:
+            self._check_and_migrate(self.connection())
+        except BaseException:
+            # Refused (not ours, newer, corrupt) or failed: release the file now, not at
+            # garbage collection, so that no -wal/-shm of ours stays next to someone's file.
+            self.close()
+            raise
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -288,7 +313,7 @@ class Store:
             conn.execute("COMMIT")
         except BaseException as exc:
             self._rollback(conn)
-            if isinstance(exc, apsw.Error):
+            if isinstance(exc, _DRIVER_ERRORS):
                 raise _translate(exc, self.path, self.busy_timeout) from exc
             raise
 
@@ -305,7 +330,7 @@ class Store:
             conn.execute("COMMIT")
         except BaseException as exc:
             self._rollback(conn)
-            if isinstance(exc, apsw.Error):
+            if isinstance(exc, _DRIVER_ERRORS):
                 raise _translate(exc, self.path, self.busy_timeout) from exc
             raise
 
@@ -323,7 +348,7 @@ class Store:
         """Run one read statement outside a transaction and return all its rows."""
         try:
             return self.connection().execute(sql, params).fetchall()
-        except apsw.Error as exc:
+        except _DRIVER_ERRORS as exc:
             raise _translate(exc, self.path, self.busy_timeout) from exc
 
     def data_version(self) -> int:
