@@ -88,6 +88,20 @@ def test_another_applications_sqlite_file_is_refused_and_left_untouched(
     assert error.path == str(path)
 
 
+def test_another_applications_hot_wal_is_neither_checkpointed_nor_removed(tmp_path: Path) -> None:
+    """Its owner died with commits in ``-wal``: refusing the file must not fold them into it."""
+    path = tmp_path / "app.db"
+    code = ("import apsw, os, sys; c = apsw.Connection(sys.argv[1]);"
+            " c.execute('PRAGMA journal_mode=wal').fetchall();"
+            " c.execute('CREATE TABLE t(x)'); c.execute('INSERT INTO t VALUES (1)'); os._exit(0)")
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+    wal = Path(f"{path}-wal")
+    wal_before = hashlib.sha256(wal.read_bytes()).hexdigest()
+    assert wal.stat().st_size > 0
+    _refused(path, "is not a localq database")
+    assert hashlib.sha256(wal.read_bytes()).hexdigest() == wal_before
+
+
 def test_an_empty_sqlite_file_of_someone_else_with_an_application_id_is_refused(
     tmp_path: Path,
 ) -> None:
