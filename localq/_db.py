@@ -114,7 +114,13 @@ def _translate(exc: BaseException, path: str, busy_timeout: float) -> DatabaseEr
     elif isinstance(exc, apsw.ReadOnlyError):
         msg = f"{path!r} is read-only: localq needs write access to the file and its directory"
     elif isinstance(exc, apsw.CantOpenError):
-        msg = f"cannot open {path!r}: check that it exists, is a file and is readable and writable"
+        links = [path + suffix for suffix in ("-wal", "-shm") if os.path.islink(path + suffix)]
+        if links:
+            msg = (f"cannot open {path!r}: {links[0]!r} is a symlink, and localq opens no"
+                   " symlink (someone may have planted it): remove it")
+        else:
+            msg = (f"cannot open {path!r}: check that it is a file, readable and writable, in a"
+                   " directory where its -wal and -shm files can be created")
     elif isinstance(exc, apsw.TooBigError):
         msg = f"a value is too large for {path!r}: store large payloads in files"
     else:
