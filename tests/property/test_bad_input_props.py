@@ -225,22 +225,23 @@ def test_results_progress_and_updates_that_are_not_strict_json_change_nothing(
 
 @given(size=st.integers(3900, 4200), wide=st.booleans())
 def test_a_payload_is_stored_exactly_when_its_json_fits_the_cap(
-    tmp_path_factory: pytest.TempPathFactory, size: int, wide: bool
+    shared: localq.Queue, size: int, wide: bool
 ) -> None:
     """The cap counts UTF-8 bytes of the encoded JSON: 4096 with max_data_bytes=4096."""
-    path = tmp_path_factory.mktemp("cap") / "q.db"
     char = "é" if wide else "x"
     data = {"s": char * (size // len(char.encode()))}
     encoded = len(('{"s":"' + data["s"] + '"}').encode())
-    with localq.Queue("q", path=path, settings={"max_data_bytes": 4096}) as q:
-        if encoded <= 4096:
-            assert q.add(data).data == data
-        else:
-            with pytest.raises(localq.SerializationError, match=r"over the 4096-byte cap") as caught:
-                q.add(data)
-            assert f"is {encoded} bytes" in str(caught.value)
-            assert "max_data_bytes" in str(caught.value)
-            assert q.count() == 0
+    before = _rows(shared)
+    if encoded <= 4096:
+        job = shared.add(data)
+        assert job.data == data
+        job.remove()
+    else:
+        with pytest.raises(localq.SerializationError, match=r"over the 4096-byte cap") as caught:
+            shared.add(data)
+        assert f"is {encoded} bytes" in str(caught.value)
+        assert "max_data_bytes" in str(caught.value)
+        assert _rows(shared) == before
 
 
 def test_the_default_cap_is_one_mebibyte(tmp_path: Path) -> None:
