@@ -58,7 +58,8 @@ def handler(job: localq.Job) -> Any:
     attempt = job.attempts_made + 1
     data = job.data
     _write(f"start {job.id} {attempt} {os.getpid()}")
-    if data.get("regex") and _first(data.get("once")):
+    held_gil = bool(data.get("regex")) and _first(data.get("once"))
+    if held_gil:
         re.fullmatch(r"(a+)+$", "a" * int(data["regex"]) + "b")
     if data.get("sleep"):
         time.sleep(random.random() * float(data["sleep"]))
@@ -67,7 +68,7 @@ def handler(job: localq.Job) -> Any:
         _write(f"fail {job.id} {attempt} {os.getpid()}")
         raise RuntimeError(f"planned failure of attempt {attempt}")
     _write(f"done {job.id} {attempt} {os.getpid()}")
-    return {"by": os.getpid(), "attempt": attempt}
+    return {"by": os.getpid(), "attempt": attempt, "held_gil": held_gil}
 
 
 def main() -> None:
