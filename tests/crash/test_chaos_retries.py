@@ -24,7 +24,6 @@ import pytest
 import localq
 from tests.reliability.checks import check_file, check_invariants, read_jobs
 
-pytest.importorskip("localq.worker", reason="needs the Worker (workers branch)")
 
 
 pytestmark = [pytest.mark.crash, pytest.mark.multiprocess, pytest.mark.slow]

@@ -22,12 +22,9 @@ from pathlib import Path
 import pytest
 
 import localq
+from localq.scheduler import leader_path
+from tests.processes import lock_is_held
 from tests.reliability.checks import check_file, check_invariants
-
-pytest.importorskip("localq.worker", reason="needs the Worker (workers branch)")
-from localq.scheduler import leader_path  # noqa: E402
-from tests.processes import lock_is_held  # noqa: E402
-
 
 pytestmark = [pytest.mark.crash, pytest.mark.multiprocess, pytest.mark.slow]
 

@@ -19,12 +19,9 @@ from typing import Any
 import pytest
 
 import localq
+from localq.scheduler import leader_path
 
 SENTINEL = "tests.reliability.sentinel_module_never_imported"
-
-pytest.importorskip("localq.worker", reason="needs the Worker (workers branch)")
-from localq.scheduler import leader_path  # noqa: E402
-
 
 
 @pytest.fixture(params=[0o022, 0o002], ids=["umask-022", "umask-002"])
