@@ -16,6 +16,7 @@ Rules this module enforces (reference/reliability.md §0):
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import weakref
@@ -27,7 +28,7 @@ import apsw
 from . import schema
 from .errors import ConfigError, DatabaseError
 
-__all__ = ["DURABILITY_MODES", "Store", "resolve_path"]
+__all__ = ["CORRUPT_VALUE_ERRORS", "DURABILITY_MODES", "Store", "corrupt_value", "resolve_path"]
 
 DURABILITY_MODES = ("safe", "full", "normal")
 
@@ -64,8 +65,36 @@ def resolve_path(path: str | os.PathLike[str] | None) -> str:
     return full
 
 
-def _translate(exc: apsw.Error, path: str, busy_timeout: float) -> DatabaseError:
+#: Extended result codes of a failed fsync: the only I/O errors after which a transaction
+#: that raised may still be in the file (tests/unit/test_faults_vfs.py pins this).
+_SYNC_ERRORS = frozenset({apsw.SQLITE_IOERR_FSYNC, apsw.SQLITE_IOERR_DIR_FSYNC})
+
+
+def _extended(exc: apsw.Error) -> int:
+    # The apsw stubs do not declare extendedresult, though every apsw.Error has it.
+    return int(getattr(exc, "extendedresult", 0))
+
+
+#: What reading a damaged row raises instead of an apsw error: SQLite checks the b-tree
+#: structure, not the bytes of a value, so a page overwritten in the middle of a row (or
+#: zero-filled, as virtiofs has done) surfaces as text that is not UTF-8 (apsw decodes it)
+#: or not JSON (localq decodes it).
+CORRUPT_VALUE_ERRORS: tuple[type[Exception], ...] = (UnicodeDecodeError, json.JSONDecodeError)
+#: What a read or a transaction translates into DatabaseError.
+_DRIVER_ERRORS: tuple[type[Exception], ...] = (apsw.Error, *CORRUPT_VALUE_ERRORS)
+
+
+def corrupt_value(exc: BaseException, path: str) -> DatabaseError:
+    """Return the error for a stored value that does not decode (see CORRUPT_VALUE_ERRORS)."""
+    return DatabaseError(
+        f"{path!r} is corrupt: a stored value does not decode ({exc.__class__.__name__}:"
+        f" {exc}): restore it from a backup, or move it away to start a new queue", path=path)
+
+
+def _translate(exc: BaseException, path: str, busy_timeout: float) -> DatabaseError:
     # Matching on exception classes, never on message text.
+    if isinstance(exc, CORRUPT_VALUE_ERRORS):
+        return corrupt_value(exc, path)
     if isinstance(exc, apsw.BusyError):
         msg = (f"database {path!r} stayed locked by another connection for over {busy_timeout:g} s;"
                " raise settings['busy_timeout'] or look for a process holding a long transaction")
@@ -74,12 +103,24 @@ def _translate(exc: apsw.Error, path: str, busy_timeout: float) -> DatabaseError
     elif isinstance(exc, (apsw.NotADBError, apsw.CorruptError)):
         msg = (f"{path!r} is corrupt or not a database ({exc.__class__.__name__}): restore it from"
                " a backup, or move it away to start a new queue")
+    elif isinstance(exc, apsw.IOError) and _extended(exc) in _SYNC_ERRORS:
+        # The commit's frames may all be in the WAL already: SQLite rolled the transaction
+        # back in memory, but the next open of the file can replay it (README "Reliability").
+        msg = (f"I/O error on {path!r} ({exc}): check the disk. An fsync failed, so the"
+               " outcome of this call is unknown: it may reappear when the file is next"
+               " opened (repeat an add with a custom job_id to make the retry harmless)")
     elif isinstance(exc, apsw.IOError):
         msg = f"I/O error on {path!r} ({exc}): check the disk; nothing of this call was stored"
     elif isinstance(exc, apsw.ReadOnlyError):
         msg = f"{path!r} is read-only: localq needs write access to the file and its directory"
     elif isinstance(exc, apsw.CantOpenError):
-        msg = f"cannot open {path!r}: check that it exists, is a file and is readable and writable"
+        links = [path + suffix for suffix in ("-wal", "-shm") if os.path.islink(path + suffix)]
+        if links:
+            msg = (f"cannot open {path!r}: {links[0]!r} is a symlink, and localq opens no"
+                   " symlink (someone may have planted it): remove it")
+        else:
+            msg = (f"cannot open {path!r}: check that it is a file, readable and writable, in a"
+                   " directory where its -wal and -shm files can be created")
     elif isinstance(exc, apsw.TooBigError):
         msg = f"a value is too large for {path!r}: store large payloads in files"
     else:
@@ -93,21 +134,30 @@ class Store:
     :param path: an absolute path from :func:`resolve_path`.
     :param durability: ``"safe"``, ``"full"`` or ``"normal"`` (see API.md).
     :param busy_timeout: seconds a transaction waits for another writer.
+    :param vfs: a testing hook, not public API: the name of a registered apsw VFS to open
+        the file through (``tests/faults.py`` injects I/O errors this way; see
+        ``Queue._open_store``). ``None``, the default, is SQLite's own VFS.
     """
 
-    def __init__(self, path: str, *, durability: str = "safe", busy_timeout: float = 10.0) -> None:
+    def __init__(self, path: str, *, durability: str = "safe", busy_timeout: float = 10.0,
+                 vfs: str | None = None) -> None:
         if durability not in DURABILITY_MODES:
             raise ConfigError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
         self.path = path
         self.durability = durability
         self.busy_timeout = busy_timeout
+        self.vfs = vfs
         self._local = threading.local()
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._conns: weakref.WeakSet[apsw.Connection] = weakref.WeakSet()
         self._closed = False
         self._create_file()
-        self._check_and_migrate(self.connection())
+        try:
+            self._check_and_migrate(self.connection())
+        except BaseException:
+            self._close_refused()
+            raise
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -125,7 +175,7 @@ class Store:
 
     def _open(self) -> apsw.Connection:
         try:
-            conn = apsw.Connection(self.path, flags=_OPEN_FLAGS)
+            conn = apsw.Connection(self.path, flags=_OPEN_FLAGS, vfs=self.vfs)
         except apsw.Error as exc:
             raise _translate(exc, self.path, self.busy_timeout) from exc
         conn.set_busy_timeout(int(self.busy_timeout * 1000))
@@ -140,9 +190,29 @@ class Store:
         conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
         return conn
 
+    def _close_refused(self) -> None:
+        # A refused file must stay as it was. Closing the last connection checkpoints the
+        # -wal into the file, so frames another program left there are kept in the -wal
+        # instead; an empty -wal (only ours: we never write to a refused file) is removed by
+        # the normal close.
+        conn = getattr(self._local, "conn", None)
+        try:
+            frames = os.path.getsize(self.path + "-wal") > 0
+        except OSError:
+            frames = False
+        if conn is not None and frames:
+            conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+        self.close()
+
     def _check_and_migrate(self, conn: apsw.Connection) -> None:
         try:
-            app_id, version, objects = self._marker(conn)
+            # One snapshot: read one by one, a process migrating meanwhile made a fresh file
+            # look foreign (application_id still 0 but user_version already set).
+            conn.execute("BEGIN")
+            try:
+                app_id, version, objects = self._marker(conn)
+            finally:
+                conn.execute("COMMIT")
             if app_id == 0 and version == 0 and objects == 0:
                 # A new, empty file: WAL first, so that even the schema is written to the log.
                 conn.execute("PRAGMA journal_mode=WAL").fetchall()
@@ -267,7 +337,7 @@ class Store:
             conn.execute("COMMIT")
         except BaseException as exc:
             self._rollback(conn)
-            if isinstance(exc, apsw.Error):
+            if isinstance(exc, _DRIVER_ERRORS):
                 raise _translate(exc, self.path, self.busy_timeout) from exc
             raise
 
@@ -284,7 +354,7 @@ class Store:
             conn.execute("COMMIT")
         except BaseException as exc:
             self._rollback(conn)
-            if isinstance(exc, apsw.Error):
+            if isinstance(exc, _DRIVER_ERRORS):
                 raise _translate(exc, self.path, self.busy_timeout) from exc
             raise
 
@@ -302,7 +372,7 @@ class Store:
         """Run one read statement outside a transaction and return all its rows."""
         try:
             return self.connection().execute(sql, params).fetchall()
-        except apsw.Error as exc:
+        except _DRIVER_ERRORS as exc:
             raise _translate(exc, self.path, self.busy_timeout) from exc
 
     def data_version(self) -> int:

@@ -71,19 +71,20 @@ class Job:
         self.queue = queue
         self._rowid: int = rowid
         self.id: str = transitions.public_id(rowid, job_id)
-        self.data: Any = json.loads(data)
+        path = queue.path
+        self.data: Any = serializers.loads(data, path=path)
         self.opts: dict[str, Any] = dict(_DEFAULT_OPTS)
         if opts != "{}":
-            self.opts.update(json.loads(opts))
+            self.opts.update(serializers.loads(opts, path=path))
         if priority == NO_PRIORITY:
             self.opts["priority"] = None
         self._state: str = state
         self.timestamp: float = timestamp_ms / 1000.0
         self.delay: float = delay_ms / 1000.0
         self._run_at: float = run_at_ms / 1000.0
-        self._progress: Any = json.loads(progress) if progress is not None else 0
-        self.returnvalue: Any = json.loads(returnvalue) if returnvalue is not None else None
-        self.stacktrace: list[str] = json.loads(stacktrace) if stacktrace else []
+        self._progress: Any = serializers.loads(progress, path=path) if progress is not None else 0
+        self.returnvalue: Any = serializers.loads(returnvalue, path=path)
+        self.stacktrace: list[str] = serializers.loads(stacktrace, path=path) if stacktrace else []
         self.processed_on: float | None = _seconds(processed_ms)
         self.finished_on: float | None = _seconds(finished_ms)
         self._lock_expires: float | None = _seconds(lock_expires_ms)

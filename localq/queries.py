@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
+from . import serializers
 from ._db import Store
 from .transitions import JOB_COLUMNS, public_id, rowid_of
 
@@ -144,9 +145,9 @@ def outcome(store: Store, queue: str, rid: int, public: str) -> tuple[str, Any]:
             " ('completed', 'failed', 'waiting', 'delayed', 'active', 'stalled')"
             " ORDER BY id DESC LIMIT 1", {"q": queue, "j": public}).fetchall()
     if events and events[0][0] == "completed":
-        return "completed", json.loads(events[0][1]) if events[0][1] is not None else None
+        return "completed", serializers.loads(events[0][1], path=store.path)
     if events and events[0][0] == "failed":
-        return "failed", json.loads(events[0][1])
+        return "failed", serializers.loads(events[0][1], path=store.path)
     return "gone", None
 
 
@@ -155,7 +156,7 @@ def events_after(store: Store, queue: str, cursor: int, limit: int = 500
     """Return (id, event, job_id, data) of *queue*'s events with id > *cursor*, oldest first."""
     rows = store.query("SELECT id, event, job_id, data FROM events WHERE id > :c AND queue = :q"
                        " ORDER BY id LIMIT :n", {"c": cursor, "q": queue, "n": limit})
-    return [(r[0], r[1], r[2], json.loads(r[3]) if r[3] is not None else None) for r in rows]
+    return [(r[0], r[1], r[2], serializers.loads(r[3], path=store.path)) for r in rows]
 
 
 def last_event_id(store: Store) -> int:

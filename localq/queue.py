@@ -87,8 +87,7 @@ class Queue(Getters, Repeatables, Processing):
         self._clock: Clock = clock or SystemClock()
         self.path = resolve_path(path)
         check_local_filesystem(self.path, allow_network_fs=self.settings.allow_network_fs)
-        self._store = Store(self.path, durability=durability,
-                            busy_timeout=self.settings.busy_timeout)
+        self._store = self._open_store(durability)
         self.durability = durability
         self._watcher = Watcher(self._store, name=self.name)
         self._events = EventBus(self._store, self.name, self._watcher)
@@ -100,6 +99,11 @@ class Queue(Getters, Repeatables, Processing):
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} {self.path!r}>"
+
+    def _open_store(self, durability: str) -> Store:
+        """Open the queue's file. A testing seam, not public API: the fault-injection tests
+        override it in a subclass to open the file through their VFS (``Store(vfs=...)``)."""
+        return Store(self.path, durability=durability, busy_timeout=self.settings.busy_timeout)
 
     def __enter__(self) -> Queue:
         return self

@@ -19,8 +19,12 @@ next one takes over within that time. The leader:
 
 Leadership is an optimisation only: every one of these steps is a guarded, idempotent
 transaction, so two leaders at once (a lock that misbehaves) change nothing but the cost.
-Followers do none of this; only the leader recovers stalled jobs (decided: one place to
-look for them, and the claim never hands out an active job anyway).
+Followers do none of this, with one exception: every ``stalled_interval`` they too take back
+jobs whose lock expired (Bull's rule, which Bull runs in every worker). A leader whose
+process is alive but stuck, a handler holding the GIL in a long C call, cannot run its
+scheduler thread, and its lock file keeps the leadership from passing on; without the
+followers nobody would take back its expired jobs, and its late results would be recorded
+(tests/crash/test_gil_holder.py).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import TYPE_CHECKING
 import filelock
 
 from . import doorbell, lease, transitions
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -77,6 +82,7 @@ class Scheduler:
         self._lock = filelock.FileLock(leader_path(queue.path, queue.name), mode=0o600,
                                        thread_local=False, fallback_to_soft=False)
         self.is_leader = False
+        self._lock_failed = False
         self._stop = threading.Event()
         self._next_dead = 0.0
         self._next_stalled = 0.0
@@ -97,7 +103,17 @@ class Scheduler:
             try:
                 self._lock.acquire(timeout=0)
                 self.is_leader = True
-            except (filelock.Timeout, OSError):
+            except filelock.Timeout:
+                return False
+            except OSError as exc:
+                # The lock file cannot be opened: a symlink planted there (filelock opens it
+                # O_NOFOLLOW), a file of another user. Stay a follower, and say so once.
+                if not self._lock_failed:
+                    self._lock_failed = True
+                    self._queue._emit_local("error", ConfigError(
+                        f"cannot open the scheduler lock {self._lock.lock_file!r}"
+                        f" ({exc.strerror}; a symlink is never followed): remove it so that"
+                        " this process can lead"))
                 return False
         return True
 
@@ -105,6 +121,7 @@ class Scheduler:
         watcher = self._queue._watcher
         while not self._stop.is_set():
             if not self.try_lead():
+                self._follow()
                 self._stop.wait(LEADER_POLL)
                 continue
             seen = watcher.schedule_version()
@@ -121,6 +138,20 @@ class Scheduler:
             if self._stop.is_set():
                 return
             watcher.wait_schedule(seen, max(0.0, timeout))
+
+    def _follow(self) -> None:
+        """As a follower, take back expired locks every ``stalled_interval`` (see the module
+        docstring: a leader stuck holding the GIL cannot). Guarded and idempotent."""
+        settings = self._queue.settings
+        mono = time.monotonic()
+        if not settings.stalled_interval or mono < self._next_stalled:
+            return
+        self._next_stalled = mono + settings.stalled_interval
+        try:
+            self._queue._recover_stalled(check_expired=True)
+        except Exception as exc:  # as in _run: report, never let this thread die
+            if not self._queue._store.closed:
+                self._queue._emit_local("error", exc)
 
     # -- the leader's work -------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Union
 
-from .errors import SerializationError
+from .errors import DatabaseError, SerializationError
 
 __all__ = ["JsonValue", "MAX_DATA_BYTES", "dumps", "loads"]
 
@@ -55,11 +55,25 @@ def dumps(value: object, *, what: str = "data", limit: int = MAX_DATA_BYTES) -> 
     return text
 
 
-def loads(text: str | None) -> Any:
-    """Decode stored JSON text (``None`` stays ``None``)."""
+def loads(text: object, *, path: str) -> Any:
+    """Decode stored JSON text (``None`` stays ``None``).
+
+    :param path: the database the text was read from, for the error message.
+    :raises DatabaseError: the text does not decode: the file is damaged (localq stores
+        strict JSON only).
+    """
     if text is None:
         return None
-    return json.loads(text)
+    try:
+        if not isinstance(text, str):
+            # A damaged record header can turn a TEXT column into a number or a blob.
+            raise TypeError(f"a {type(text).__name__} where JSON text was stored")
+        return json.loads(text)
+    except (ValueError, TypeError) as exc:
+        raise DatabaseError(
+            f"{path!r} is corrupt: a stored value does not decode ({exc.__class__.__name__}:"
+            f" {exc}): restore it from a backup, or move it away to start a new queue",
+            path=path) from exc
 
 
 def _why(exc: BaseException) -> str:
