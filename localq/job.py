@@ -75,8 +75,9 @@ class Job:
         self.opts: dict[str, Any] = dict(_DEFAULT_OPTS)
         if opts != "{}":
             self.opts.update(json.loads(opts))
-        if priority == NO_PRIORITY:
-            self.opts["priority"] = None
+        # These options live in their own columns, not in the stored opts JSON.
+        self.opts.update(name=self.name, job_id=job_id, timestamp=timestamp_ms / 1000.0,
+                         priority=None if priority == NO_PRIORITY else priority)
         self._state: str = state
         self.timestamp: float = timestamp_ms / 1000.0
         self.delay: float = delay_ms / 1000.0

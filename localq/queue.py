@@ -42,13 +42,11 @@ _STORED_FIELDS = tuple(f for f in JobOptions.__dataclass_fields__ if f not in _C
 
 def _stored_opts(opts: JobOptions) -> str:
     # Only the options that differ from the defaults: most rows store "{}". (asdict() would
-    # deep-copy every field and cost more than the INSERT itself.) Types are compared too:
-    # remove_on_complete=0 ("keep none") equals the default False and was dropped.
+    # deep-copy every field and cost more than the INSERT itself.)
     changed = {}
     for key in _STORED_FIELDS:
         value = getattr(opts, key)
-        default = _DEFAULTS[key]
-        if value != default or type(value) is not type(default):
+        if value != _DEFAULTS[key]:
             changed[key] = value
     return json.dumps(changed, separators=(",", ":")) if changed else "{}"
 
@@ -189,9 +187,9 @@ class Queue(Getters, Repeatables, Processing):
             if not isinstance(entry, Mapping) or set(entry) - {"name", "data", "opts"}:
                 raise ConfigError(f"add_bulk entry {i} must be a dict with only the keys"
                                   " 'name', 'data' and 'opts'")
-            call = dict(entry.get("opts") or {})
             if not isinstance(entry.get("opts") or {}, Mapping):
                 raise ConfigError(f"add_bulk entry {i}: opts must be a dict")
+            call = dict(entry.get("opts") or {})
             if "name" in entry:
                 call["name"] = entry["name"]
             opts, text = self._prepare(entry.get("data"), call)
