@@ -107,7 +107,11 @@ class Store:
         self._conns: weakref.WeakSet[apsw.Connection] = weakref.WeakSet()
         self._closed = False
         self._create_file()
-        self._check_and_migrate(self.connection())
+        try:
+            self._check_and_migrate(self.connection())
+        except BaseException:
+            self._close_refused()
+            raise
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -140,9 +144,29 @@ class Store:
         conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
         return conn
 
+    def _close_refused(self) -> None:
+        # A refused file must stay as it was. Closing the last connection checkpoints the
+        # -wal into the file, so frames another program left there are kept in the -wal
+        # instead; an empty -wal (only ours: we never write to a refused file) is removed by
+        # the normal close.
+        conn = getattr(self._local, "conn", None)
+        try:
+            frames = os.path.getsize(self.path + "-wal") > 0
+        except OSError:
+            frames = False
+        if conn is not None and frames:
+            conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+        self.close()
+
     def _check_and_migrate(self, conn: apsw.Connection) -> None:
         try:
-            app_id, version, objects = self._marker(conn)
+            # One snapshot: read one by one, a process migrating meanwhile made a fresh file
+            # look foreign (application_id still 0 but user_version already set).
+            conn.execute("BEGIN")
+            try:
+                app_id, version, objects = self._marker(conn)
+            finally:
+                conn.execute("COMMIT")
             if app_id == 0 and version == 0 and objects == 0:
                 # A new, empty file: WAL first, so that even the schema is written to the log.
                 conn.execute("PRAGMA journal_mode=WAL").fetchall()
