@@ -472,7 +472,8 @@ def recover_stalled(conn: Any, *, queue: str, now_ms: int, dead_owners: Sequence
         return []
     rows = conn.execute(
         "SELECT id, job_id, stalled_count, opts FROM jobs WHERE queue = :q AND state = 'active'"
-        f" AND ({' OR '.join(rules)})", params).fetchall()
+        # Newest first: each goes to the head of waiting, so they run again oldest first.
+        f" AND ({' OR '.join(rules)}) ORDER BY id DESC", params).fetchall()
     out = []
     for rowid, job_id, stalled, opts_text in rows:
         public = public_id(rowid, job_id)
