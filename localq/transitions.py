@@ -362,7 +362,7 @@ def _retain(conn: Any, queue: str, state: str, policy: Any, now_ms: int, rowid: 
             "SELECT id FROM jobs WHERE queue = :q AND state = :s"
             " ORDER BY finished_on_ms DESC, id DESC LIMIT -1 OFFSET :keep", params).fetchall()]
     if doomed:
-        conn.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in set(doomed)])
+        conn.executemany("DELETE FROM jobs WHERE id = :id", [{"id": i} for i in set(doomed)])
         _note_deleted(conn, max(doomed))
     return rowid in doomed
 

@@ -9,6 +9,7 @@ the file passes ``PRAGMA integrity_check``.
 from __future__ import annotations
 
 import multiprocessing
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ def _work(path: str, me: int, start: Any, produced: Any, results: Any) -> None:
                         break
                     continue
             claimed.append(job.id)
+            time.sleep(0.001)  # a handler's work: other workers claim meanwhile
             try:
                 nxt = job.move_to_completed({"by": me}, not_fetch=len(claimed) % 2 == 0)
             except localq.LocalqError as exc:
@@ -99,5 +101,7 @@ def test_processes_claiming_by_hand_share_one_file_without_loss_or_duplicates(
             "SELECT job_id FROM events WHERE queue = 'mp' AND event = 'completed'"))
         assert set(events.values()) == {1}
         assert q._store.query("PRAGMA integrity_check") == [("ok",)]
-    assert all(len(completed) > 0 for _, _, completed, _ in reports), \
-        "a worker never got a job (not an error, but the test did not exercise sharing)"
+    shares = sorted(len(completed) for _, _, completed, _ in reports)
+    # Not a correctness rule (SQLite's busy handler is not fair), but without two active
+    # claimers the test would not have tested sharing.
+    assert shares[-2] > 0, f"only one worker got jobs: {shares}"
