@@ -321,22 +321,24 @@ class Job:
         """Rebuild a job object of *queue* from :meth:`to_dict` output (no database access).
 
         :raises ConfigError: *d* lacks ``id``, ``name`` or ``data``.
+        :raises SerializationError: *d*'s data is not strict JSON.
         """
         missing = {"id", "name", "data"} - set(d)
         if missing:
             raise ConfigError(f"Job.from_dict needs the keys {sorted(missing)}")
         job_id = str(d["id"])
+        auto = transitions.auto_rowid(job_id)
         opts = {k: v for k, v in dict(d.get("opts") or {}).items() if _DEFAULT_OPTS.get(k) != v}
         ms = (lambda v: None if v is None else int(float(v) * 1000))
-        row = (int(job_id) if job_id.isdigit() else 0, None if job_id.isdigit() else job_id,
-               d["name"], json.dumps(d["data"]), json.dumps(opts), d.get("state", "waiting"),
+        row = (auto or 0, None if auto is not None else job_id, d["name"],
+               serializers.dumps(d["data"]), json.dumps(opts), d.get("state", "waiting"),
                opts.get("priority") or NO_PRIORITY, ms(d.get("timestamp", 0)),
                ms(d.get("delay", 0)), 0, d.get("attempts_made", 0), 0,
                json.dumps(d.get("progress", 0)), json.dumps(d.get("returnvalue")),
                d.get("failed_reason"), json.dumps(d.get("stacktrace") or []),
                ms(d.get("processed_on")), ms(d.get("finished_on")), None, None, queue.name)
         job = cls(queue, row)
-        if not job_id.isdigit():
+        if auto is None:
             job._rowid = queries.rowid(queue._store, queue.name, job_id) or 0
         return job
 

@@ -62,11 +62,11 @@ from .limiter import RateLimit, group_filter, record_start
 from .options import NO_PRIORITY
 
 __all__ = [
-    "JOB_COLUMNS", "add_job", "add_log", "claim", "clean", "create_occurrence", "delete_queue",
-    "emit", "empty", "extend_locks", "move_to_completed", "move_to_failed", "note_drained",
-    "occurrence_id", "pause", "promote", "promote_due", "public_id", "recover_stalled",
-    "register_worker", "release", "remove", "remove_occurrences", "resume", "retry",
-    "retry_failed", "rowid_of", "set_progress", "trim_events", "unregister_workers",
+    "JOB_COLUMNS", "add_job", "add_log", "auto_rowid", "claim", "clean", "create_occurrence",
+    "delete_queue", "emit", "empty", "extend_locks", "move_to_completed", "move_to_failed",
+    "note_drained", "occurrence_id", "pause", "promote", "promote_due", "public_id",
+    "recover_stalled", "register_worker", "release", "remove", "remove_occurrences", "resume",
+    "retry", "retry_failed", "rowid_of", "set_progress", "trim_events", "unregister_workers",
     "update_data", "watch_queue",
 ]
 
@@ -88,11 +88,23 @@ def public_id(rowid: int, job_id: str | None) -> str:
     return job_id if job_id is not None else str(rowid)
 
 
+def auto_rowid(job_id: str) -> int | None:
+    """Return the row number an automatic id names (``"42"``), or None for any other text.
+
+    Only the canonical ASCII form counts: ``str.isdigit`` also accepts ``"²"`` (which
+    ``int()`` rejects) and ``"٤٢"``, and ``"042"`` must not name job 42.
+    """
+    if job_id.isascii() and job_id.isdigit() and str(int(job_id)) == job_id:
+        return int(job_id)
+    return None
+
+
 def rowid_of(conn: Any, queue: str, job_id: str) -> int | None:
     """Return the row number of job *job_id* of *queue*, or ``None``."""
-    if job_id.isdigit():
+    auto = auto_rowid(job_id)
+    if auto is not None:
         sql = "SELECT id FROM jobs WHERE id = :id AND queue = :queue AND job_id IS NULL"
-        rows = conn.execute(sql, {"id": int(job_id), "queue": queue}).fetchall()
+        rows = conn.execute(sql, {"id": auto, "queue": queue}).fetchall()
     else:
         sql = "SELECT id FROM jobs WHERE queue = :queue AND job_id = :job_id"
         rows = conn.execute(sql, {"queue": queue, "job_id": job_id}).fetchall()

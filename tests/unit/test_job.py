@@ -250,6 +250,8 @@ def test_to_dict_and_from_dict_round_trip(queue: localq.Queue) -> None:
     assert localq.Job.from_dict(queue, numeric.to_dict()).to_dict() == numeric.to_dict()
     with pytest.raises(localq.ConfigError, match="id"):
         localq.Job.from_dict(queue, {"name": "x"})
+    with pytest.raises(localq.SerializationError):
+        localq.Job.from_dict(queue, {"id": "1", "name": "x", "data": {1, 2}})
 
 
 def test_job_not_found_str_and_key_error() -> None:

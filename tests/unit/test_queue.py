@@ -345,6 +345,33 @@ def test_get_job_by_id_and_unknown_ids(queue: localq.Queue) -> None:
     assert queue.get_job(2).id == "2"
 
 
+@pytest.mark.parametrize("odd", ["01", "²", "٢", " 2", "2 ", "+2", "-1", "0", ""])
+def test_get_job_with_an_id_that_only_looks_numeric_finds_nothing(queue: localq.Queue,
+                                                                  odd: str) -> None:
+    queue.add()
+    queue.add()
+    assert queue.get_job(odd) is None
+    with pytest.raises(localq.JobNotFound):
+        queue.get_job_logs(odd)
+
+
+def test_get_state_is_one_read(queue: localq.Queue) -> None:
+    job = queue.add()
+    conn = queue._store.connection()
+    statements: list[str] = []
+
+    def trace(cursor: Any, sql: str, bindings: Any) -> bool:
+        statements.append(sql)
+        return True
+
+    conn.exec_trace = trace
+    try:
+        assert job.get_state() == "waiting"
+    finally:
+        conn.exec_trace = None
+    assert len(statements) == 1 and statements[0].lstrip().startswith("SELECT")
+
+
 def test_get_job_logs_pages(queue: localq.Queue) -> None:
     job = queue.add()
     for i in range(5):
