@@ -88,9 +88,9 @@ class QueueMachine(RuleBasedStateMachine):
             self._position(job)
 
     def _expected_claim(self) -> Optional[ModelJob]:
+        self._promote_due()  # also while paused: due jobs then join the paused ones, as in Bull
         if self.paused:
             return None
-        self._promote_due()
         waiting = [j for j in self.jobs.values() if j.state == "waiting"]
         return min(waiting, key=ModelJob.order) if waiting else None
 

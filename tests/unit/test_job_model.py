@@ -477,14 +477,16 @@ def test_pause_holds_every_job_and_resume_releases_them(db_path: str, clock: Fak
     with localq.Queue("q", path=db_path, clock=clock) as q, \
             localq.Queue("q", path=db_path, clock=clock) as other:
         job = q.add()
-        q.add(delay=1)
+        delayed = q.add(delay=1)
         q.pause()
         assert other.is_paused()
         clock.advance(2)
         assert job.get_state() == "paused" and job.is_paused()
         assert other.get_next_job() is None and q.get_next_job() is None
+        # As in Bull, a delayed job that comes due while paused joins the paused jobs.
+        assert delayed.get_state() == "paused"
         counts = q.get_job_counts()
-        assert (counts["waiting"], counts["paused"]) == (0, 1)
+        assert (counts["waiting"], counts["paused"], counts["delayed"]) == (0, 2, 0)
         assert q.count() == 2
         other.resume()
         assert not q.is_paused()

@@ -25,9 +25,11 @@ MODULES = sorted(PACKAGE.rglob("*.py"))
 #: f-string / ``+`` pieces allowed inside SQL, per module: fixed fragments, never values.
 ALLOWED_FRAGMENTS = {
     "_db.py": {"schema.APPLICATION_ID", "schema.SCHEMA_VERSION", "level", "pragma"},
+    "limiter.py": {"_group_sql(limit)", "', '.join(marks)", "i"},
     "queries.py": {"JOB_COLUMNS", "order"},
-    "transitions.py": {"JOB_COLUMNS", "_TAIL", "dead", "', '.join(marks)", "i",
-                       "name_filter", "unlocked"},
+    "repeats.py": {"transitions.JOB_COLUMNS", "due"},
+    "transitions.py": {"JOB_COLUMNS", "_TAIL", "_NEXT_ID", "source", "dead", "guard",
+                       "', '.join(marks)", "i", "name_filter", "unlocked"},
 }
 
 _JOB_WRITE = re.compile(r"\b(INSERT\s+(OR\s+\w+\s+)?INTO\s+jobs|UPDATE\s+jobs|DELETE\s+FROM\s+jobs|"
@@ -147,7 +149,8 @@ def test_sql_is_never_built_from_values(module: tuple[str, ast.Module]) -> None:
 def test_the_allowed_fragments_are_fixed_strings() -> None:
     # The fragments allowed above must stay constants chosen by localq, never user values.
     from localq import queries, transitions
-    assert isinstance(transitions.JOB_COLUMNS, str) and isinstance(transitions._TAIL, str)
+    for fragment in (transitions.JOB_COLUMNS, transitions._TAIL, transitions._NEXT_ID):
+        assert isinstance(fragment, str) and ":" not in fragment.replace(":tail", "")
     assert all(isinstance(order, str) and re.fullmatch(r"[a-z_, ]+", order)
                for _, order in queries._ORDER.values())
 

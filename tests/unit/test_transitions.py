@@ -7,6 +7,7 @@ table exactly as it was; a move whose transaction rolls back must leave no event
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Callable
 
 import pytest
@@ -56,9 +57,16 @@ def column(q: localq.Queue, rowid: int, col: str) -> Any:
     return q._store.query(f"SELECT {col} FROM jobs WHERE id = :id", {"id": rowid})[0][0]
 
 
+def watch(q: localq.Queue) -> None:
+    """Announce a global listener: only then do add and claim write their events."""
+    with q._store.write(durable=False) as conn:
+        tr.watch_queue(conn, queue=q.name, until_ms=int(time.time() * 1000) + 3_600_000)
+
+
 # -- add ------------------------------------------------------------------------------------
 
 def test_add_inserts_a_waiting_row_and_its_event(queue: localq.Queue) -> None:
+    watch(queue)
     row, inserted = add(queue)
     assert inserted and row[0] == 1 and row[5] == "waiting"
     assert events(queue) == [("waiting", "1", None)]
@@ -123,6 +131,7 @@ def test_promote_moves_a_delayed_job_and_refuses_others(queue: localq.Queue,
 # -- claim / extend_locks -------------------------------------------------------------------
 
 def test_claim_locks_the_next_job_and_emits_active(queue: localq.Queue) -> None:
+    watch(queue)
     add(queue)
     row = claim(queue, token="t1", lock_ms=10_000)
     assert row[0] == 1 and row[5] == "active"
@@ -570,7 +579,19 @@ def test_pause_and_resume_flip_the_flag_and_emit(queue: localq.Queue) -> None:
     assert [e[0] for e in events(queue)] == ["resumed", "paused", "paused", "resumed"]
 
 
+def test_add_and_claim_write_no_event_while_nobody_listens(queue: localq.Queue,
+                                                           clock: FakeClock) -> None:
+    add(queue)
+    claim(queue)
+    add(queue, delay_ms=1000)  # delayed is always recorded (it carries the due time)
+    assert [e[0] for e in events(queue)] == ["delayed"]
+    watch(queue)
+    add(queue)
+    assert [e[0] for e in events(queue)] == ["delayed", "waiting"]
+
+
 def test_trim_events_keeps_the_newest(queue: localq.Queue) -> None:
+    watch(queue)
     for _ in range(10):
         add(queue)
     with queue._store.write(durable=False) as conn:
@@ -624,6 +645,7 @@ MOVES: dict[str, tuple[Callable[[localq.Queue], None], Callable[[Any, localq.Que
 def test_each_move_writes_its_event_in_its_own_transaction(
         queue: localq.Queue, snapshot: Snap, move: str, commit: bool) -> None:
     prepare, run, event = MOVES[move]
+    watch(queue)
     prepare(queue)
     before = snapshot(queue)
     try:
