@@ -89,11 +89,8 @@ def public_id(rowid: int, job_id: str | None) -> str:
 
 
 def auto_rowid(job_id: str) -> int | None:
-    """Return the row number an automatic id names (``"42"``), or None for any other text.
-
-    Only the canonical ASCII form counts: ``str.isdigit`` also accepts ``"²"`` (which
-    ``int()`` rejects) and ``"٤٢"``, and ``"042"`` must not name job 42.
-    """
+    """Return the row number an automatic id names (``"42"``), or None for any other text
+    (``str.isdigit`` accepts ``"²"``, which ``int()`` rejects; ``"042"`` is not job 42)."""
     if job_id.isascii() and job_id.isdigit() and str(int(job_id)) == job_id:
         return int(job_id)
     return None
@@ -152,12 +149,10 @@ def _next_id(conn: Any) -> int:
 def _take_seq(conn: Any, count: int = 1) -> int:
     """Return the first of *count* fresh queue positions, after every id and position so far.
 
-    A job that re-enters waiting (retry, promote, stall) must sort after (LIFO: before) every
-    job that entered before it. The positions are taken from the id sequence and recorded in
-    ``id_hwm``, so each one is distinct and later than any id or position given out: with a
-    shared ``max(id) + 1`` two re-queued jobs tied and ran in id order instead of the order
-    they re-entered. The cost is a gap in the automatic job ids, which are only promised to be
-    unique and increasing.
+    A job re-entering waiting (retry, promote, stall) must sort after (LIFO: before) every job
+    that entered before it. Taken from the id sequence (recorded in ``id_hwm``), each position
+    is distinct: with a shared ``max(id) + 1`` two re-queued jobs tied and ran in id order.
+    The cost is a gap in the automatic ids, which are only promised unique and increasing.
     """
     first = _next_id(conn)
     conn.execute("UPDATE meta SET value = :v WHERE key = 'id_hwm'", {"v": first + count - 1})

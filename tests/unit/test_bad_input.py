@@ -291,9 +291,8 @@ def test_a_symlink_path_is_a_config_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", [":memory:", "", "file:q.db?mode=memory"])
-def test_memory_and_uri_paths_are_refused_with_what_to_use(tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch,
-                                                          path: str) -> None:
+def test_memory_and_uri_paths_are_refused_with_what_to_use(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
     monkeypatch.chdir(tmp_path)
     expect(ConfigError, ("file path", "tmp_path"), lambda: localq.Queue("q", path=path))
     assert os.listdir(tmp_path) == []

@@ -89,8 +89,8 @@ def test_no_sqlite3_or_pickle(module: tuple[str, ast.Module]) -> None:
             names = [a.name.split(".")[0] for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             names = [(node.module or "").split(".")[0]]
-        elif isinstance(node, ast.Call) and ast.unparse(node.func) in ("__import__",
-                                                                     "importlib.import_module"):
+        elif isinstance(node, ast.Call) and ast.unparse(node.func) in (
+                "__import__", "importlib.import_module"):
             names = [a.value for a in node.args if isinstance(a, ast.Constant)]
         else:
             continue

@@ -34,8 +34,8 @@ def test_add_returns_a_waiting_job_with_defaults(queue: localq.Queue, clock: Fak
 
 def test_add_stores_every_option_and_job_opts_shows_them(queue: localq.Queue) -> None:
     opts: dict[str, Any] = dict(
-        name="mail", priority=3, delay=2.5, attempts=4, backoff={"type": "exponential",
-                                                                "delay": 1.5},
+        name="mail", priority=3, delay=2.5, attempts=4,
+        backoff={"type": "exponential", "delay": 1.5},
         lifo=True, timeout=9.0, job_id="mail-1", remove_on_complete=5,
         remove_on_fail={"age": 60.0, "count": 3}, stack_trace_limit=2, timestamp=1234.5)
     added = queue.add({"to": "ada"}, **opts)

@@ -113,7 +113,7 @@ def test_promote_due_moves_only_due_jobs_once(queue: localq.Queue, clock: FakeCl
 
 
 def test_promote_moves_a_delayed_job_and_refuses_others(queue: localq.Queue,
-                                                         snapshot: Snap) -> None:
+                                                        snapshot: Snap) -> None:
     add(queue, delay_ms=60_000)
     add(queue)
     with queue._store.write(durable=False) as conn:
