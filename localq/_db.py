@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import weakref
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -215,16 +216,36 @@ class Store:
                 conn.execute("COMMIT")
             if app_id == 0 and version == 0 and objects == 0:
                 # A new, empty file: WAL first, so that even the schema is written to the log.
-                conn.execute("PRAGMA journal_mode=WAL").fetchall()
+                self._enable_wal(conn)
             else:
                 self._refuse_foreign(app_id, version)
             if version < schema.SCHEMA_VERSION:
                 self._migrate(conn)
             mode = conn.execute("PRAGMA journal_mode").fetchall()[0][0]
             if mode != "wal":
-                conn.execute("PRAGMA journal_mode=WAL").fetchall()
+                self._enable_wal(conn)
         except apsw.Error as exc:
             raise _translate(exc, self.path, self.busy_timeout) from exc
+
+    def _enable_wal(self, conn: apsw.Connection) -> None:
+        # Processes switching a fresh file to WAL at once each hold a SHARED lock and want an
+        # EXCLUSIVE one: SQLite fails all but one at once with SQLITE_BUSY (deadlock
+        # avoidance: the busy handler is not called). The winner is done in microseconds, so
+        # the others retry, up to the busy timeout.
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.001
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode=WAL").fetchall()[0][0] == "wal":
+                    return
+            except apsw.BusyError:
+                pass
+            if time.monotonic() >= deadline:
+                raise DatabaseError(
+                    f"could not switch {self.path!r} to WAL mode within {self.busy_timeout:g} s:"
+                    " another process holds it open in another journal mode", path=self.path)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     @staticmethod
     def _marker(conn: apsw.Connection) -> tuple[int, int, int]:

@@ -99,6 +99,7 @@ class EventBus:
     def close(self) -> None:
         """Stop the global tail thread."""
         self._stop.set()
+        self._watcher.notify()  # the tail may be waiting for a change: let it see the stop
         tail = self._tail
         if tail is not None and tail is not threading.current_thread():
             tail.join(2.0)
@@ -143,6 +144,6 @@ class EventBus:
                 if event in _WITH_DATA:
                     args += (data,)
                 self.emit("global:" + event, *args)
-            if not batch:
+            if not batch and not self._stop.is_set():
                 self._watcher.wait_change(seen, 0.5)
 

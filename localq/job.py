@@ -76,8 +76,9 @@ class Job:
         self.opts: dict[str, Any] = dict(_DEFAULT_OPTS)
         if opts != "{}":
             self.opts.update(serializers.loads(opts, path=path))
-        if priority == NO_PRIORITY:
-            self.opts["priority"] = None
+        # These options live in their own columns, not in the stored opts JSON.
+        self.opts.update(name=self.name, job_id=job_id, timestamp=timestamp_ms / 1000.0,
+                         priority=None if priority == NO_PRIORITY else priority)
         self._state: str = state
         self.timestamp: float = timestamp_ms / 1000.0
         self.delay: float = delay_ms / 1000.0
@@ -321,22 +322,24 @@ class Job:
         """Rebuild a job object of *queue* from :meth:`to_dict` output (no database access).
 
         :raises ConfigError: *d* lacks ``id``, ``name`` or ``data``.
+        :raises SerializationError: *d*'s data is not strict JSON.
         """
         missing = {"id", "name", "data"} - set(d)
         if missing:
             raise ConfigError(f"Job.from_dict needs the keys {sorted(missing)}")
         job_id = str(d["id"])
+        auto = transitions.auto_rowid(job_id)
         opts = {k: v for k, v in dict(d.get("opts") or {}).items() if _DEFAULT_OPTS.get(k) != v}
         ms = (lambda v: None if v is None else int(float(v) * 1000))
-        row = (int(job_id) if job_id.isdigit() else 0, None if job_id.isdigit() else job_id,
-               d["name"], json.dumps(d["data"]), json.dumps(opts), d.get("state", "waiting"),
+        row = (auto or 0, None if auto is not None else job_id, d["name"],
+               serializers.dumps(d["data"]), json.dumps(opts), d.get("state", "waiting"),
                opts.get("priority") or NO_PRIORITY, ms(d.get("timestamp", 0)),
                ms(d.get("delay", 0)), 0, d.get("attempts_made", 0), 0,
                json.dumps(d.get("progress", 0)), json.dumps(d.get("returnvalue")),
                d.get("failed_reason"), json.dumps(d.get("stacktrace") or []),
                ms(d.get("processed_on")), ms(d.get("finished_on")), None, None, queue.name)
         job = cls(queue, row)
-        if not job_id.isdigit():
+        if auto is None:
             job._rowid = queries.rowid(queue._store, queue.name, job_id) or 0
         return job
 

@@ -29,6 +29,18 @@ _ORDER = {
 }
 
 
+def _window(start: int, end: int) -> tuple[int, int, slice]:
+    """Return (LIMIT, OFFSET, slice of the fetched rows) for Bull's inclusive [start, end].
+
+    Negative indexes count from the end, as Redis LRANGE does in Bull; they need the whole
+    list, so only non-negative ranges are pushed down to SQL.
+    """
+    stop = None if end == -1 else end + 1
+    if start < 0 or end < -1:
+        return -1, 0, slice(start, stop)
+    return max(0, end - start + 1) if end >= 0 else -1, start, slice(None)
+
+
 def _paused(conn: Any, queue: str) -> bool:
     return bool(conn.execute("SELECT 1 FROM queues WHERE name = :q AND paused = 1",
                              {"q": queue}).fetchall())
@@ -79,14 +91,12 @@ def list_jobs(store: Store, queue: str, states: Sequence[str], start: int, end: 
             sql_state, order = _ORDER[state]
             if not asc:
                 order = ", ".join(f"{col.strip()} DESC" for col in order.split(","))
-            limit = -1 if end < 0 else max(0, end - start + 1)
+            limit, offset, cut = _window(start, end)
             rows = conn.execute(
                 f"SELECT {JOB_COLUMNS} FROM jobs WHERE queue = :q AND state = :s"
                 f" ORDER BY {order} LIMIT :limit OFFSET :offset",
-                {"q": queue, "s": sql_state, "limit": limit, "offset": max(0, start)}).fetchall()
-            if end < -1:
-                rows = rows[: end + 1]
-            out.extend(rows)
+                {"q": queue, "s": sql_state, "limit": limit, "offset": offset}).fetchall()
+            out.extend(rows[cut])
     return out
 
 
@@ -112,14 +122,11 @@ def logs(store: Store, rid: int, start: int, end: int, asc: bool) -> tuple[list[
         total = int(conn.execute("SELECT count(*) FROM job_logs WHERE job = :id",
                                  {"id": rid}).fetchall()[0][0])
         order = "ASC" if asc else "DESC"
-        limit = -1 if end < 0 else max(0, end - start + 1)
+        limit, offset, cut = _window(start, end)
         rows = conn.execute(f"SELECT row FROM job_logs WHERE job = :id ORDER BY id {order}"
                             " LIMIT :limit OFFSET :offset",
-                            {"id": rid, "limit": limit, "offset": max(0, start)}).fetchall()
-    page = [r[0] for r in rows]
-    if end < -1:
-        page = page[: end + 1]
-    return page, total
+                            {"id": rid, "limit": limit, "offset": offset}).fetchall()
+    return [r[0] for r in rows[cut]], total
 
 
 def outcome(store: Store, queue: str, rid: int, public: str) -> tuple[str, Any]:

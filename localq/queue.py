@@ -191,9 +191,9 @@ class Queue(Getters, Repeatables, Processing):
             if not isinstance(entry, Mapping) or set(entry) - {"name", "data", "opts"}:
                 raise ConfigError(f"add_bulk entry {i} must be a dict with only the keys"
                                   " 'name', 'data' and 'opts'")
-            call = dict(entry.get("opts") or {})
             if not isinstance(entry.get("opts") or {}, Mapping):
                 raise ConfigError(f"add_bulk entry {i}: opts must be a dict")
+            call = dict(entry.get("opts") or {})
             if "name" in entry:
                 call["name"] = entry["name"]
             opts, text = self._prepare(entry.get("data"), call)

@@ -62,11 +62,11 @@ from .limiter import RateLimit, group_filter, record_start
 from .options import NO_PRIORITY
 
 __all__ = [
-    "JOB_COLUMNS", "add_job", "add_log", "claim", "clean", "create_occurrence", "delete_queue",
-    "emit", "empty", "extend_locks", "move_to_completed", "move_to_failed", "note_drained",
-    "occurrence_id", "pause", "promote", "promote_due", "public_id", "recover_stalled",
-    "register_worker", "release", "remove", "remove_occurrences", "resume", "retry",
-    "retry_failed", "rowid_of", "set_progress", "trim_events", "unregister_workers",
+    "JOB_COLUMNS", "add_job", "add_log", "auto_rowid", "claim", "clean", "create_occurrence",
+    "delete_queue", "emit", "empty", "extend_locks", "move_to_completed", "move_to_failed",
+    "note_drained", "occurrence_id", "pause", "promote", "promote_due", "public_id",
+    "recover_stalled", "register_worker", "release", "remove", "remove_occurrences", "resume",
+    "retry", "retry_failed", "rowid_of", "set_progress", "trim_events", "unregister_workers",
     "update_data", "watch_queue",
 ]
 
@@ -88,11 +88,20 @@ def public_id(rowid: int, job_id: str | None) -> str:
     return job_id if job_id is not None else str(rowid)
 
 
+def auto_rowid(job_id: str) -> int | None:
+    """Return the row number an automatic id names (``"42"``), or None for any other text
+    (``str.isdigit`` accepts ``"²"``, which ``int()`` rejects; ``"042"`` is not job 42)."""
+    if job_id.isascii() and job_id.isdigit() and str(int(job_id)) == job_id:
+        return int(job_id)
+    return None
+
+
 def rowid_of(conn: Any, queue: str, job_id: str) -> int | None:
     """Return the row number of job *job_id* of *queue*, or ``None``."""
-    if job_id.isdigit():
+    auto = auto_rowid(job_id)
+    if auto is not None:
         sql = "SELECT id FROM jobs WHERE id = :id AND queue = :queue AND job_id IS NULL"
-        rows = conn.execute(sql, {"id": int(job_id), "queue": queue}).fetchall()
+        rows = conn.execute(sql, {"id": auto, "queue": queue}).fetchall()
     else:
         sql = "SELECT id FROM jobs WHERE queue = :queue AND job_id = :job_id"
         rows = conn.execute(sql, {"queue": queue, "job_id": job_id}).fetchall()
@@ -135,6 +144,19 @@ _NEXT_ID = ("max(coalesce((SELECT max(id) FROM jobs), 0),"
 
 def _next_id(conn: Any) -> int:
     return int(conn.execute(f"SELECT {_NEXT_ID}").fetchall()[0][0])
+
+
+def _take_seq(conn: Any, count: int = 1) -> int:
+    """Return the first of *count* fresh queue positions, after every id and position so far.
+
+    A job re-entering waiting (retry, promote, stall) must sort after (LIFO: before) every job
+    that entered before it. Taken from the id sequence (recorded in ``id_hwm``), each position
+    is distinct: with a shared ``max(id) + 1`` two re-queued jobs tied and ran in id order.
+    The cost is a gap in the automatic ids, which are only promised unique and increasing.
+    """
+    first = _next_id(conn)
+    conn.execute("UPDATE meta SET value = :v WHERE key = 'id_hwm'", {"v": first + count - 1})
+    return first
 
 
 def _note_deleted(conn: Any, max_rowid: int | None) -> None:
@@ -231,14 +253,21 @@ def promote_due(conn: Any, *, queue: str, now_ms: int, limit: int = 1000) -> lis
 
     :returns: the public ids of the promoted jobs.
     """
-    rows = conn.execute(
-        f"UPDATE jobs SET state = 'waiting', delay_ms = 0, seq = {_TAIL} WHERE id IN"
-        " (SELECT id FROM jobs WHERE queue = :queue AND state = 'delayed'"
-        "  AND run_at_ms <= :now ORDER BY run_at_ms LIMIT :limit) RETURNING id, job_id",
-        {"queue": queue, "now": now_ms, "limit": limit, "tail": _next_id(conn)}).fetchall()
-    ids = [public_id(r[0], r[1]) for r in rows]
-    for public in ids:
+    due = conn.execute(
+        "SELECT id, job_id FROM jobs WHERE queue = :queue AND state = 'delayed'"
+        " AND run_at_ms <= :now ORDER BY run_at_ms, id LIMIT :limit",
+        {"queue": queue, "now": now_ms, "limit": limit}).fetchall()
+    if not due:
+        return []
+    # One position each, in due order: jobs due earlier run earlier, as in Bull.
+    first = _take_seq(conn, len(due))
+    ids = []
+    for offset, (rowid, job_id) in enumerate(due):
+        conn.execute(f"UPDATE jobs SET state = 'waiting', delay_ms = 0, seq = {_TAIL}"
+                     " WHERE id = :id", {"id": rowid, "tail": first + offset})
+        public = public_id(rowid, job_id)
         emit(conn, queue, "waiting", public, None, now_ms)
+        ids.append(public)
     return ids
 
 
@@ -340,7 +369,7 @@ def _retain(conn: Any, queue: str, state: str, policy: Any, now_ms: int, rowid: 
             "SELECT id FROM jobs WHERE queue = :q AND state = :s"
             " ORDER BY finished_on_ms DESC, id DESC LIMIT -1 OFFSET :keep", params).fetchall()]
     if doomed:
-        conn.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in set(doomed)])
+        conn.executemany("DELETE FROM jobs WHERE id = :id", [{"id": i} for i in set(doomed)])
         _note_deleted(conn, max(doomed))
     return rowid in doomed
 
@@ -404,14 +433,16 @@ def move_to_failed(conn: Any, *, rowid: int, public: str, token: str | None, rea
         state, run_at, finished = "delayed", now_ms + retry_delay_ms, None
     else:
         state, run_at, finished = "waiting", 0, None
+    # Only a job going straight back to waiting needs a new position (delayed ones get
+    # theirs when promoted).
     conn.execute(
         f"UPDATE jobs SET state = :state, attempts_made = :made, failed_reason = :reason,"
         f" stacktrace = :st, run_at_ms = :run_at, delay_ms = :delay, finished_on_ms = :fin,"
-        f" seq = {_TAIL}, lock_token = NULL, lock_owner = NULL, lock_expires_ms = NULL"
-        f" WHERE id = :id",
+        f" seq = CASE WHEN :tail IS NULL THEN seq ELSE {_TAIL} END, lock_token = NULL,"
+        f" lock_owner = NULL, lock_expires_ms = NULL WHERE id = :id",
         {"state": state, "made": attempts_made, "reason": reason, "st": json.dumps(stacktrace),
          "run_at": run_at, "delay": retry_delay_ms or 0, "fin": finished, "id": rowid,
-         "tail": _next_id(conn)})
+         "tail": _take_seq(conn) if state == "waiting" else None})
     emit(conn, queue, "failed", public, reason, now_ms)
     if state == "failed":
         _retain(conn, queue, "failed", opts.get("remove_on_fail", False), now_ms, rowid)
@@ -448,7 +479,8 @@ def recover_stalled(conn: Any, *, queue: str, now_ms: int, dead_owners: Sequence
         return []
     rows = conn.execute(
         "SELECT id, job_id, stalled_count, opts FROM jobs WHERE queue = :q AND state = 'active'"
-        f" AND ({' OR '.join(rules)})", params).fetchall()
+        # Newest first: each goes to the head of waiting, so they run again oldest first.
+        f" AND ({' OR '.join(rules)}) ORDER BY id DESC", params).fetchall()
     out = []
     for rowid, job_id, stalled, opts_text in rows:
         public = public_id(rowid, job_id)
@@ -471,7 +503,7 @@ def recover_stalled(conn: Any, *, queue: str, now_ms: int, dead_owners: Sequence
             conn.execute(
                 "UPDATE jobs SET state = 'waiting', stalled_count = :n, seq = -:tail,"
                 " lock_token = NULL, lock_owner = NULL, lock_expires_ms = NULL WHERE id = :id",
-                {"n": stalled, "tail": _next_id(conn), "id": rowid})
+                {"n": stalled, "tail": _take_seq(conn), "id": rowid})
             emit(conn, queue, "waiting", public, None, now_ms)
             out.append((public, "waiting"))
     return out
@@ -557,7 +589,7 @@ def retry(conn: Any, *, rowid: int, public: str, now_ms: int) -> None:
     rows = conn.execute(
         f"UPDATE jobs SET state = 'waiting', seq = {_TAIL}, failed_reason = NULL,"
         " finished_on_ms = NULL, processed_on_ms = NULL WHERE id = :id AND state = 'failed'"
-        " RETURNING queue", {"id": rowid, "tail": _next_id(conn)}).fetchall()
+        " RETURNING queue", {"id": rowid, "tail": _take_seq(conn)}).fetchall()
     if not rows:
         actual = _state(conn, rowid, public)
         raise InvalidJobState(f"job {public!r} is {actual}, not failed: only failed jobs can be"
@@ -591,7 +623,7 @@ def promote(conn: Any, *, rowid: int, public: str, now_ms: int) -> None:
     rows = conn.execute(
         f"UPDATE jobs SET state = 'waiting', delay_ms = 0, seq = {_TAIL}"
         " WHERE id = :id AND state = 'delayed' RETURNING queue",
-        {"id": rowid, "tail": _next_id(conn)}).fetchall()
+        {"id": rowid, "tail": _take_seq(conn)}).fetchall()
     if not rows:
         actual = _state(conn, rowid, public)
         raise InvalidJobState(f"job {public!r} is {actual}, not delayed: only delayed jobs can"
@@ -641,6 +673,13 @@ def clean(conn: Any, *, queue: str, state: str, before_ms: int, limit: int,
 
     :returns: the public ids removed.
     """
+    if _CLEAN_STATES[state] == "waiting":
+        # As in get_jobs and get_job_counts, a queue's waiting jobs are in the "paused" state
+        # while it is paused and in "waiting" otherwise, never in both.
+        paused = bool(conn.execute("SELECT 1 FROM queues WHERE name = :q AND paused = 1",
+                                   {"q": queue}).fetchall())
+        if paused != (state == "paused"):
+            return []
     params: dict[str, Any] = {"q": queue, "s": _CLEAN_STATES[state], "before": before_ms,
                               "now": now_ms, "n": limit if limit > 0 else -1}
     unlocked = " AND (lock_expires_ms IS NULL OR lock_expires_ms < :now)" if state == "active" else ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -39,3 +39,18 @@ def queue(db_path: str, clock: FakeClock) -> Iterator[localq.Queue]:
         yield q
     finally:
         q.close()
+
+
+#: Every table a localq file holds, for before/after comparisons.
+TABLES = ("jobs", "job_logs", "events", "queues", "meta", "workers", "repeats", "rate_starts")
+
+
+@pytest.fixture
+def snapshot() -> Callable[[localq.Queue], dict[str, list[Any]]]:
+    """Return a function giving every row of every table of a queue's file.
+
+    Comparing two snapshots proves that a refused call stored nothing (not even an event).
+    """
+    def take(q: localq.Queue) -> dict[str, list[Any]]:
+        return {t: q._store.query(f"SELECT * FROM {t} ORDER BY rowid") for t in TABLES}
+    return take

@@ -1,0 +1,160 @@
+"""Architecture rules checked on the source of every module of the localq package.
+
+* Only ``transitions.py`` writes job rows (``schema.py`` only creates the table).
+* No module imports ``sqlite3`` (it would drop SQLite's POSIX locks on a file apsw has open)
+  or ``pickle`` (a queue file must never become code execution).
+* SQL takes values through named parameters only: no ``?`` placeholders, no ``%`` or
+  ``.format`` on SQL, and f-strings or ``+`` in SQL only for the fixed fragments listed here
+  (column lists, ORDER BY clauses, the LIFO position expression, lists of named placeholders,
+  PRAGMA statements, which take no parameters).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+import localq
+
+PACKAGE = Path(localq.__file__).parent
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+#: f-string / ``+`` pieces allowed inside SQL, per module: fixed fragments, never values.
+ALLOWED_FRAGMENTS = {
+    "_db.py": {"schema.APPLICATION_ID", "schema.SCHEMA_VERSION", "level", "pragma"},
+    "limiter.py": {"_group_sql(limit)", "', '.join(marks)", "i"},
+    "queries.py": {"JOB_COLUMNS", "order"},
+    "repeats.py": {"transitions.JOB_COLUMNS", "due"},
+    "transitions.py": {"JOB_COLUMNS", "_TAIL", "_NEXT_ID", "source", "dead", "guard",
+                       "', '.join(marks)", "i", "name_filter", "unlocked"},
+}
+
+_JOB_WRITE = re.compile(r"\b(INSERT\s+(OR\s+\w+\s+)?INTO\s+jobs|UPDATE\s+jobs|DELETE\s+FROM\s+jobs|"
+                        r"REPLACE\s+INTO\s+jobs)\b", re.IGNORECASE)
+_SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|WHERE|PRAGMA|VALUES|RETURNING|ORDER BY|"
+                  r"FROM|AND|OR|IN|SET|LIMIT|CASE|WHEN)\b|^:[a-z]")
+_STATEMENT = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH|REPLACE)\b|\bFROM\b|\bWHERE\b")
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                out.add(id(body[0].value))
+    return out
+
+
+def _strings(tree: ast.AST) -> list[tuple[int, str]]:
+    """Every string literal outside docstrings (f-strings with their holes as ``{}``)."""
+    skip = _docstrings(tree)
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+            out.append((node.lineno, node.value))
+        elif isinstance(node, ast.JoinedStr):
+            out.append((node.lineno, "".join(v.value if isinstance(v, ast.Constant) else "{}"
+                                             for v in node.values)))
+    return out
+
+
+def _without_quoted(sql: str) -> str:
+    return re.sub(r"'[^']*'", "''", sql)
+
+
+@pytest.fixture(params=MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def module(request: pytest.FixtureRequest) -> tuple[str, ast.Module]:
+    path: Path = request.param
+    return str(path.relative_to(PACKAGE)), ast.parse(path.read_text(encoding="utf-8"))
+
+
+def test_only_transitions_writes_job_rows(module: tuple[str, ast.Module]) -> None:
+    name, tree = module
+    writes = [(line, text[:60]) for line, text in _strings(tree) if _JOB_WRITE.search(text)]
+    if name == "transitions.py":
+        assert writes, "transitions.py should hold the job writes (did the scan break?)"
+    else:
+        assert writes == [], f"{name} writes job rows; move it into transitions.py"
+
+
+def test_no_sqlite3_or_pickle(module: tuple[str, ast.Module]) -> None:
+    name, tree = module
+    banned = {"sqlite3", "pickle", "cPickle", "_pickle", "shelve", "marshal"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name.split(".")[0] for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [(node.module or "").split(".")[0]]
+        elif isinstance(node, ast.Call) and ast.unparse(node.func) in (
+                "__import__", "importlib.import_module"):
+            names = [a.value for a in node.args if isinstance(a, ast.Constant)]
+        else:
+            continue
+        assert not banned & set(names), f"{name}:{node.lineno} imports {names}"
+
+
+def test_every_module_starts_with_future_annotations(module: tuple[str, ast.Module]) -> None:
+    name, tree = module
+    body = tree.body[1:] if tree.body and isinstance(tree.body[0], ast.Expr) else tree.body
+    if not body:
+        return
+    first = body[0]
+    assert isinstance(first, ast.ImportFrom) and first.module == "__future__", \
+        f"{name}: the first statement must be 'from __future__ import annotations'"
+
+
+def test_sql_has_no_positional_placeholders(module: tuple[str, ast.Module]) -> None:
+    name, tree = module
+    for line, text in _strings(tree):
+        if _STATEMENT.search(text) and _SQL.search(text):
+            assert "?" not in _without_quoted(text), \
+                f"{name}:{line} uses '?' in SQL: use named parameters (:name)"
+
+
+def test_sql_is_never_built_from_values(module: tuple[str, ast.Module]) -> None:
+    name, tree = module
+    allowed = ALLOWED_FRAGMENTS.get(name, set())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            literal = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
+            if _SQL.search(literal):
+                for hole in node.values:
+                    if isinstance(hole, ast.FormattedValue):
+                        expr = ast.unparse(hole.value)
+                        assert expr in allowed, (
+                            f"{name}:{node.lineno} puts {{{expr}}} into SQL: pass values as"
+                            " named parameters")
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            operands = [node.left, node.right]
+            if any(isinstance(o, ast.Constant) and isinstance(o.value, str) and
+                   _SQL.search(o.value) for o in operands):
+                for o in operands:
+                    if isinstance(o, (ast.Name, ast.Attribute, ast.Call, ast.Subscript)):
+                        expr = ast.unparse(o)
+                        assert expr in allowed, f"{name}:{node.lineno} concatenates {expr} into SQL"
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
+            if isinstance(node.left, ast.Constant) and isinstance(node.left.value, str):
+                assert not _STATEMENT.search(node.left.value), f"{name}:{node.lineno} %-formats SQL"
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr == "format" and isinstance(node.func.value, ast.Constant):
+            text = node.func.value.value
+            assert not (isinstance(text, str) and _STATEMENT.search(text)), \
+                f"{name}:{node.lineno} .format()s SQL"
+
+
+def test_the_allowed_fragments_are_fixed_strings() -> None:
+    # The fragments allowed above must stay constants chosen by localq, never user values.
+    from localq import queries, transitions
+    for fragment in (transitions.JOB_COLUMNS, transitions._TAIL, transitions._NEXT_ID):
+        assert isinstance(fragment, str) and ":" not in fragment.replace(":tail", "")
+    assert all(isinstance(order, str) and re.fullmatch(r"[a-z_, ]+", order)
+               for _, order in queries._ORDER.values())
+
+
+def test_the_scan_sees_every_module() -> None:
+    names = {str(p.relative_to(PACKAGE)) for p in MODULES}
+    assert {"transitions.py", "queue.py", "queries.py", "_db.py", "schema.py"} <= names
