@@ -8,7 +8,6 @@ never by job data. SIGINT and SIGTERM stop it gracefully: running jobs finish fi
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import time
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import cli_format as fmt
 from .errors import ConfigError
+from .runner import resolve_handler
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -29,20 +29,9 @@ def load_handler(spec: str) -> Callable[..., Any]:
 
     :raises ConfigError: a malformed spec, a module that fails to import, a missing name.
     """
-    module, _, attr = spec.partition(":")
-    if not module or not attr:
-        raise ConfigError(f"handler {spec!r} must be module:function, e.g. myapp.jobs:send_email")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except Exception as exc:  # the user's module: any import-time error is bad input
-        raise ConfigError(f"cannot load handler {spec!r}: {type(exc).__name__}: {exc}") from exc
-    if not callable(obj):
-        raise ConfigError(f"handler {spec!r} is a {type(obj).__name__}, not a function")
-    return obj  # type: ignore[no-any-return]
+    return resolve_handler(spec)
 
 
 def run_worker(queue: Queue, handler: Callable[..., Any], args: argparse.Namespace) -> int:

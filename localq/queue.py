@@ -46,7 +46,9 @@ def _stored_opts(opts: JobOptions) -> str:
     changed = {}
     for key in _STORED_FIELDS:
         value = getattr(opts, key)
-        if value != _DEFAULTS[key]:
+        default = _DEFAULTS[key]
+        # 0 == False in Python, but remove_on_complete=0 (keep none) is not the default.
+        if value != default or type(value) is not type(default):
             changed[key] = value
     return json.dumps(changed, separators=(",", ":")) if changed else "{}"
 

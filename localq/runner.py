@@ -37,8 +37,8 @@ def resolve_handler(ref: str) -> Callable[[Job], Any]:
         target: Any = importlib.import_module(module_name)
         for part in attr.split("."):
             target = getattr(target, part)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot import handler {ref!r}: {exc}") from exc
+    except Exception as exc:  # the user's module: any import-time error is bad input
+        raise ConfigError(f"cannot load handler {ref!r}: {type(exc).__name__}: {exc}") from exc
     if not callable(target):
         raise ConfigError(f"handler {ref!r} is not callable")
     return target  # type: ignore[no-any-return]

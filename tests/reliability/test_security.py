@@ -27,7 +27,7 @@ MODULES = sorted(PACKAGE.glob("*.py"))
 
 #: Modules that may turn a string into code. Only the worker resolves "module:function", and
 #: only from the handler its own caller passed (API.md sandbox), never from job data.
-IMPORTLIB_ALLOWED = {"worker.py", "sandbox.py", "cli.py"}
+IMPORTLIB_ALLOWED = {"runner.py"}
 FORBIDDEN_MODULES = {"pickle", "_pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle",
                      "jsonpickle", "sqlite3", "_sqlite3"}
 FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__"}

@@ -21,6 +21,14 @@ import localq
 from localq import ConfigError, LocalqError, SerializationError
 from localq.testing import FakeClock
 
+
+class _Opaque:
+    """An object with no useful methods and a stable repr (so pytest-xdist workers collect the
+    same test ids: a plain object()'s repr holds its address)."""
+
+    def __repr__(self) -> str:
+        return "<object>"
+
 Snap = Callable[[localq.Queue], dict[str, list[Any]]]
 
 
@@ -143,7 +151,7 @@ NOT_JSON: list[tuple[Any, tuple[str, ...]]] = [
     (b"bytes", ("bytes",)),
     (bytearray(b"x"), ("bytearray",)),
     (Opaque(), ("Opaque",)),
-    ({"when": object()}, ("object",)),
+    ({"when": _Opaque()}, ("object",)),
     (10 ** 5000, ("digits",)),
     ({(1, 2): "tuple key"}, ("keys",)),
     ("lone \ud800 surrogate", ("surrogate",)),
@@ -308,7 +316,7 @@ def test_a_path_of_the_wrong_type_is_a_config_error(path: Any) -> None:
 BAD_QUEUE_ARGS: list[tuple[dict[str, Any], tuple[str, ...]]] = [
     ({"durability": "fast"}, ("durability", "safe")),
     ({"durability": None}, ("durability",)),
-    ({"clock": object()}, ("clock", "now")),
+    ({"clock": _Opaque()}, ("clock", "now")),
     ({"default_job_options": [("attempts", 2)]}, ("default_job_options",)),
     ({"default_job_options": {"attempts": 0}}, ("attempts",)),
     ({"default_job_options": {"tries": 2}}, ("unknown", "tries")),

@@ -282,10 +282,10 @@ BAD: list[tuple[str, list[str], str]] = [
     ("no command", [], "a command is required"),
     ("missing argument", ["show", "emails"], "required: ID"),
     ("unknown option", ["stats", "--verbose"], "unrecognized arguments"),
-    ("handler spec", ["worker", "emails", "no_colon"], "must be module:function"),
+    ("handler spec", ["worker", "emails", "no_colon"], "must look like 'package.module:function'"),
     ("handler module", ["worker", "emails", "no_such_module_xyz:run"], "ModuleNotFoundError"),
     ("handler attr", ["worker", "emails", "json:no_such_fn"], "AttributeError"),
-    ("handler not callable", ["worker", "emails", "json:__name__"], "not a function"),
+    ("handler not callable", ["worker", "emails", "json:__name__"], "not callable"),
     ("watch interval", ["watch", "--interval", "-1"], "--interval"),
     ("demo jobs", ["demo", "--jobs", "0"], "--jobs must be"),
 ]
