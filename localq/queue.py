@@ -42,11 +42,13 @@ _STORED_FIELDS = tuple(f for f in JobOptions.__dataclass_fields__ if f not in _C
 
 def _stored_opts(opts: JobOptions) -> str:
     # Only the options that differ from the defaults: most rows store "{}". (asdict() would
-    # deep-copy every field and cost more than the INSERT itself.)
+    # deep-copy every field and cost more than the INSERT itself.) Types are compared too:
+    # remove_on_complete=0 ("keep none") equals the default False and was dropped.
     changed = {}
     for key in _STORED_FIELDS:
         value = getattr(opts, key)
-        if value != _DEFAULTS[key]:
+        default = _DEFAULTS[key]
+        if value != default or type(value) is not type(default):
             changed[key] = value
     return json.dumps(changed, separators=(",", ":")) if changed else "{}"
 

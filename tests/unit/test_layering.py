@@ -29,7 +29,8 @@ ALLOWED_FRAGMENTS = {
     "queries.py": {"JOB_COLUMNS", "order"},
     "repeats.py": {"transitions.JOB_COLUMNS", "due"},
     "transitions.py": {"JOB_COLUMNS", "_TAIL", "_NEXT_ID", "source", "dead", "guard",
-                       "', '.join(marks)", "i", "name_filter", "unlocked"},
+                       "', '.join(marks)", "' OR '.join(rules)", "i", "name_filter",
+                       "unlocked"},
 }
 
 _JOB_WRITE = re.compile(r"\b(INSERT\s+(OR\s+\w+\s+)?INTO\s+jobs|UPDATE\s+jobs|DELETE\s+FROM\s+jobs|"
