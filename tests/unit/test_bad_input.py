@@ -151,7 +151,7 @@ NOT_JSON: list[tuple[Any, tuple[str, ...]]] = [
     (b"bytes", ("bytes",)),
     (bytearray(b"x"), ("bytearray",)),
     (Opaque(), ("Opaque",)),
-    ({"when": _Opaque()}, ("object",)),
+    ({"when": _Opaque()}, ("_Opaque", "not JSON serializable")),
     (10 ** 5000, ("digits",)),
     ({(1, 2): "tuple key"}, ("keys",)),
     ("lone \ud800 surrogate", ("surrogate",)),
