@@ -165,6 +165,8 @@ class Result:
     per add (W1), per batch (W2), per claim+ack (W3) and add-to-ack (W4).
     ``lost``/``completed_twice`` are counted in W4 from the consumers' own reports.
     ``note`` is about this run, ``backend_note`` (``Backend.note``) about the backend.
+    ``error`` is set when the configuration failed; ``failed_runs`` counts the
+    ``--repeat`` runs that failed when others succeeded (their error is in ``note``).
     """
 
     workload: str
@@ -187,6 +189,7 @@ class Result:
     note: str = ""
     backend_note: str = ""
     error: str | None = None
+    failed_runs: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as a JSON-ready dict."""

@@ -135,9 +135,18 @@ def _run_once(workload: str, backend: Backend, n: int, sync: str, workdir: str) 
         shutil.rmtree(config_dir, ignore_errors=True)
 
 
-def _median(runs: list[Result]) -> Result:
-    """Return the median run by ops/s, showing the worst lost/twice of any run."""
-    if len(runs) == 1:
+def _median(all_runs: list[Result]) -> Result:
+    """Return the median successful run by ops/s, noting failed runs.
+
+    A run that failed (a peer's "database is locked") is shown in the note rather
+    than hiding the runs that worked; when every run failed, the first failure is
+    the row.  Lost and completed-twice counts are the worst of any run.
+    """
+    runs = [r for r in all_runs if r.error is None]
+    failures = [r for r in all_runs if r.error is not None]
+    if not runs:
+        return failures[0]
+    if len(all_runs) == 1:
         return runs[0]
     ordered = sorted(runs, key=lambda r: r.ops_per_s)
     median = ordered[len(ordered) // 2]
@@ -148,7 +157,10 @@ def _median(runs: list[Result]) -> Result:
             setattr(median, field, max(counts))
     spread = (f"median of {len(runs)}: "
               f"{ordered[0].ops_per_s:,.0f}..{ordered[-1].ops_per_s:,.0f}/s")
-    median.note = "; ".join(part for part in (spread, median.note) if part)
+    failed = (f"{len(failures)} of {len(all_runs)} runs FAILED: {failures[0].error}"
+              if failures else "")
+    median.note = "; ".join(part for part in (failed, spread, median.note) if part)
+    median.failed_runs = len(failures)
     return median
 
 
@@ -169,19 +181,14 @@ def run(args: argparse.Namespace, backends: Sequence[Backend],
         for sync in args.sync:
             n = _size(workload, sync, args)
             runs: dict[str, list[Result]] = {b.name: [] for b in group}
-            failed: dict[str, Result] = {}
             for _ in range(args.repeat):
                 for b in group:
-                    if b.name not in failed:
-                        result = _run_once(workload, b, n, sync, workdir)
-                        if result.error is not None:
-                            failed[b.name] = result
-                        runs[b.name].append(result)
+                    runs[b.name].append(_run_once(workload, b, n, sync, workdir))
             for b in group:
-                result = failed.get(b.name) or _median(runs[b.name])
+                result = _median(runs[b.name])
                 emit_json_line(result)
                 results.append(result)
-    return results, all(r.error is None for r in results)
+    return results, all(r.error is None and not r.failed_runs for r in results)
 
 
 def main(argv: list[str] | None = None) -> int:

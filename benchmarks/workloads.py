@@ -189,8 +189,17 @@ def run_consumer(ctx: ConsumerContext) -> None:
 
 
 def consumer_main(ctx: ConsumerContext) -> None:
-    """Entry point of a spawned W4 consumer: the backend's own or the generic loop."""
-    (ctx.backend.consumer or run_consumer)(ctx)
+    """Entry point of a spawned W4 consumer: the backend's own or the generic loop.
+
+    An exception is also written beside the report, so the producer's row says
+    what went wrong (a peer's "database is locked") and not only an exit code.
+    """
+    try:
+        (ctx.backend.consumer or run_consumer)(ctx)
+    except BaseException as exc:
+        with open(ctx.report_path + ".error", "w", encoding="utf-8") as f:
+            f.write(f"{type(exc).__name__}: {exc}")
+        raise
 
 
 def _wait_ready(ctxs: Sequence[ConsumerContext],
@@ -202,6 +211,14 @@ def _wait_ready(ctxs: Sequence[ConsumerContext],
             if not proc.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"consumer {ctx.index} did not open the backend "
                                    f"(exit code {proc.exitcode})")
+
+
+def _consumer_error(ctx: ConsumerContext) -> str:
+    try:
+        with open(ctx.report_path + ".error", encoding="utf-8") as f:
+            return ": " + f.read()
+    except FileNotFoundError:
+        return ""
 
 
 def w4_end_to_end(backend: Backend, workdir: str, n: int, sync: str,
@@ -244,10 +261,10 @@ def w4_end_to_end(backend: Backend, workdir: str, n: int, sync: str,
                 if p.is_alive():
                     p.terminate()
                     p.join()
-        failed = [p.name for p in procs if p.exitcode != 0]
+        failed = [f"{p.name} exited with {p.exitcode}{_consumer_error(c)}"
+                  for c, p in zip(ctxs, procs) if p.exitcode != 0]
         if failed:
-            raise RuntimeError(f"{', '.join(failed)} failed (exit codes "
-                               f"{[p.exitcode for p in procs]})")
+            raise RuntimeError("; ".join(failed))
         seqs: list[int] = []
         latencies: list[float] = []
         end = start

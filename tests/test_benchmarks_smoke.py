@@ -122,3 +122,27 @@ def test_bad_option_is_a_usage_error_before_anything_runs(tmp_path: Path,
         run.main([*argv, "--tmpdir", str(tmp_path)])
     assert exc.value.code == 2
     assert os.listdir(tmp_path) == []
+
+
+def _result(ops: float, error: str | None = None, twice: int | None = 0) -> common.Result:
+    return common.Result(workload="W4", backend="b", n=10, synchronous="NORMAL",
+                         journal_mode="wal", concurrency="1+2", ops_per_s=ops, seconds=1.0,
+                         completed_twice=twice, error=error)
+
+
+def test_repeats_keep_the_median_run_and_show_failures_and_worst_twice_count() -> None:
+    runs = [_result(300.0, twice=0), _result(0.0, error="OperationalError: locked"),
+            _result(100.0, twice=4), _result(200.0, twice=1)]
+
+    row = run._median(runs)
+
+    assert row.ops_per_s == 200.0
+    assert row.completed_twice == 4
+    assert row.failed_runs == 1
+    assert "1 of 4 runs FAILED: OperationalError: locked" in row.note
+
+
+def test_repeats_that_all_fail_make_an_error_row() -> None:
+    row = run._median([_result(0.0, error="boom"), _result(0.0, error="bang")])
+
+    assert row.error == "boom"
