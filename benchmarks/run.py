@@ -34,10 +34,11 @@ from benchmarks.common import (
 from benchmarks.workloads import WORKLOADS
 
 FAMILIES = ("raw", "peers", "localq")
-#: The default n keeps a full run (every backend, both sync levels) near one
-#: minute on the 2-core dev machine (n=5000 took 74 s): the peers whose drain is
-#: quadratic (persist-queue, litequeue) and liteq dominate it.
-DEFAULT_N = 4000
+#: The default n keeps a full run (every backend, both sync levels) well under two
+#: minutes on the shared 2-core dev machine: 25 s when it is quiet, while n=4000
+#: took 160 s at a load average of 6.  The peers whose drain is quadratic
+#: (persist-queue, litequeue) and liteq dominate it; pass a larger --n to measure.
+DEFAULT_N = 2000
 
 
 def _csv(value: str) -> list[str]:
