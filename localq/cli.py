@@ -172,7 +172,7 @@ def db_path(args: argparse.Namespace, *, create: bool = False) -> str:
 def _open(args: argparse.Namespace, name: str | None = None, *, known: bool = True) -> Queue:
     queue = Queue(name or "default", path=db_path(args, create=args.command in _CREATES))
     if name is not None and known:
-        names = queries.queue_names(queue._store)
+        names = queue._q.queue_names(queue._store)
         if name not in names:
             queue.close()
             raise ConfigError(f"no queue {name!r} in {queue.path!r}; its queues:"
@@ -196,7 +196,7 @@ def _emit(args: argparse.Namespace, objects: list[dict[str, Any]], text: str) ->
 
 
 def _counts(queue: Queue, name: str) -> dict[str, Any]:
-    counts = queries.counts(queue._store, name, queries.STATES)
+    counts = queue._q.counts(queue._store, name, queries.STATES)
     paused = bool(queue._store.query("SELECT 1 FROM queues WHERE name = :q AND paused = 1",
                                      {"q": name}))
     return {"queue": name, "is_paused": paused, **counts}
@@ -206,7 +206,7 @@ def _counts(queue: Queue, name: str) -> dict[str, Any]:
 
 def _cmd_queues(args: argparse.Namespace) -> int:
     with _open(args) as q:
-        stats = [_counts(q, name) for name in queries.queue_names(q._store)]
+        stats = [_counts(q, name) for name in q._q.queue_names(q._store)]
     objs = [{"queue": s["queue"], "is_paused": s["is_paused"],
              "jobs": sum(s[k] for k in queries.STATES)} for s in stats]
     _emit(args, objs, fmt.table(["QUEUE", "PAUSED", "JOBS"], [
@@ -224,7 +224,7 @@ def _workers(queue: Queue, name: str) -> int:
 
 def _cmd_stats(args: argparse.Namespace) -> int:
     with _open(args, args.queue) as q:
-        names = [args.queue] if args.queue else queries.queue_names(q._store)
+        names = [args.queue] if args.queue else q._q.queue_names(q._store)
         objs = [{**_counts(q, name), "workers": _workers(q, name)} for name in names]
     rows = [[o["queue"] + (" (paused)" if o["is_paused"] else "")]
             + [o[s] for s in (*queries.STATES, "workers")] for o in objs]

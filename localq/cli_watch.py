@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from . import cli_format as fmt
-from . import queries
+
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -77,6 +77,7 @@ class Sampler:
                  active_limit: int = 8, failure_limit: int = 5,
                  timer: Callable[[], float] = time.monotonic) -> None:
         self._store = queue._store
+        self._q = queue._q
         self._clock = queue.clock
         self._path = str(queue.path)
         self._names = names
@@ -91,7 +92,7 @@ class Sampler:
     def _rate(self, name: str, tick: float) -> float:
         # Completions are counted from `completed` events (written even for jobs that
         # remove_on_complete deletes), read by id cursor: no scan of the events table.
-        count, newest = queries.count_events_after(self._store, name, "completed",
+        count, newest = self._q.count_events_after(self._store, name, "completed",
                                                    self._cursor.get(name, -1))
         self._cursor[name] = newest
         total = self._done[name] = self._done.get(name, 0) + count
@@ -105,16 +106,16 @@ class Sampler:
     def sample(self) -> Frame:
         """Read the current frame."""
         tick = self._timer()
-        names = self._names or queries.queue_names(self._store)
+        names = self._names or self._q.queue_names(self._store)
         views = []
         for name in names:
-            counts = queries.counts(self._store, name, COUNTED)
+            counts = self._q.counts(self._store, name, COUNTED)
             views.append(QueueView(
                 name=name, is_paused=bool(self._store.query(
                     "SELECT 1 FROM queues WHERE name = :q AND paused = 1", {"q": name})),
                 counts=counts, rate=self._rate(name, tick),
-                active=queries.active_jobs(self._store, name, self._active_limit),
-                failures=queries.recent_events(self._store, name, "failed",
+                active=self._q.active_jobs(self._store, name, self._active_limit),
+                failures=self._q.recent_events(self._store, name, "failed",
                                                self._failure_limit)))
         return Frame(self._path, self._clock.now(), views)
 

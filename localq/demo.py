@@ -21,7 +21,7 @@ import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import queries
+from .queries import STATES
 from .cli_watch import Frame, Sampler, live
 from .errors import ConfigError, LocalqError
 
@@ -151,7 +151,7 @@ def summary(q: Queue, added: list[dict[str, Any]], elapsed: float, failed_cursor
     starts = [j.processed_on for j in jobs if j.processed_on]
     ends = [j.finished_on for j in jobs if j.finished_on]
     span = max(ends) - min(starts) if starts and ends else 0.0
-    attempts_failed = queries.count_events_after(q._store, QUEUE, "failed", failed_cursor)[0]
+    attempts_failed = q._q.count_events_after(q._store, QUEUE, "failed", failed_cursor)[0]
     per_pid = {pid: sum(1 for j in done if isinstance(j.returnvalue, dict)
                         and j.returnvalue.get("pid") == pid) for pid in pids}
     delayed = sum(1 for e in added if e["opts"].get("delay"))
@@ -191,11 +191,11 @@ def run_demo(args: argparse.Namespace) -> int:
     logdir = tempfile.mkdtemp(prefix="localq-demo-")
     path = explicit or os.path.join(logdir, "demo.db")
     with Queue(QUEUE, path=path) as q:
-        if q.get_jobs(list(queries.STATES), 0, 0):
+        if q.get_jobs(list(STATES), 0, 0):
             raise ConfigError(f"queue {QUEUE!r} in {q.path!r} already has jobs: run the demo"
                               " without --db, or with a new file")
         q.resume()
-        failed_cursor = queries.count_events_after(q._store, QUEUE, "failed", -1)[1]
+        failed_cursor = q._q.count_events_after(q._store, QUEUE, "failed", -1)[1]
         added = make_jobs(args.jobs, args.seed)
         q.add_bulk(added)
         start = time.monotonic()

@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from . import queries, transitions
-from ._db import Store
 from .errors import ConfigError, LocalqError
-from .wakeup import Watcher
+
+if TYPE_CHECKING:
+    from .queue import Queue
 
 __all__ = ["EventBus", "GLOBAL_EVENTS", "LOCAL_EVENTS"]
 
@@ -43,10 +43,12 @@ WATCH_RENEW = 20.0
 class EventBus:
     """Listeners of one Queue instance, local and global."""
 
-    def __init__(self, store: Store, queue: str, watcher: Watcher) -> None:
-        self._store = store
-        self._queue = queue
-        self._watcher = watcher
+    def __init__(self, queue: Queue) -> None:
+        self._store = queue._store
+        self._queue = queue.name
+        self._watcher = queue._watcher
+        self._tx = queue._tx
+        self._q = queue._q
         self._lock = threading.Lock()
         self._listeners: dict[str, list[tuple[Callback, bool]]] = {}
         self._tail: threading.Thread | None = None
@@ -111,14 +113,14 @@ class EventBus:
             # Announce first, then read the cursor: every writer that commits after the
             # announcement records all events, and everything before is behind the cursor.
             self._announce()
-            cursor = queries.last_event_id(self._store)
+            cursor = self._q.last_event_id(self._store)
             self._tail = threading.Thread(target=self._run_tail, args=(cursor,),
                                           name="localq-events", daemon=True)
             self._tail.start()
 
     def _announce(self) -> None:
         with self._store.write(durable=False) as conn:
-            transitions.watch_queue(conn, queue=self._queue,
+            self._tx.watch_queue(conn, queue=self._queue,
                                     until_ms=int((time.time() + WATCH_TTL) * 1000))
         self._announced = time.monotonic()
 
@@ -131,7 +133,7 @@ class EventBus:
                     self.emit("error", exc)
             seen = self._watcher.version()
             try:
-                batch = queries.events_after(self._store, self._queue, cursor)
+                batch = self._q.events_after(self._store, self._queue, cursor)
             except LocalqError as exc:
                 if self._store.closed:
                     return

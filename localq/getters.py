@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
 
-from . import queries
+from .queries import STATES
 from .errors import ConfigError, JobNotFound
 from .job import Job
 
@@ -26,8 +26,8 @@ def _check_states(states: Iterable[str] | str) -> list[str]:
     out = []
     for state in states:
         state = "waiting" if state == "wait" else state
-        if state not in queries.STATES:
-            raise ConfigError(f"unknown state {state!r}: use some of {list(queries.STATES)}")
+        if state not in STATES:
+            raise ConfigError(f"unknown state {state!r}: use some of {list(STATES)}")
         out.append(state)
     return out
 
@@ -43,10 +43,11 @@ class Getters:
 
     name: str
     _store: Store
+    _q: Any
 
     def get_job(self, job_id: str) -> Job | None:
         """Return job *job_id*, or None if it does not exist."""
-        row = queries.job_row(self._store, self.name, _job_id(job_id))
+        row = self._q.job_row(self._store, self.name, _job_id(job_id))
         return None if row is None else Job(self, row)  # type: ignore[arg-type]
 
     def get_jobs(self, states: Iterable[str] | str, start: int = 0, end: int = -1,
@@ -57,7 +58,7 @@ class Getters:
         last); ``asc=True`` lists oldest first (waiting: in run order), ``asc=False`` newest first.
         """
         _check_range(start, end)
-        rows = queries.list_jobs(self._store, self.name, _check_states(states), start, end,
+        rows = self._q.list_jobs(self._store, self.name, _check_states(states), start, end,
                                  bool(asc))
         return [Job(self, row) for row in rows]  # type: ignore[arg-type]
 
@@ -83,12 +84,12 @@ class Getters:
 
     def get_job_counts(self, *states: str) -> dict[str, int]:
         """Return ``{state: count}`` for *states* (all states when none are given)."""
-        wanted = _check_states(states) if states else list(queries.STATES)
-        return queries.counts(self._store, self.name, wanted)
+        wanted = _check_states(states) if states else list(STATES)
+        return self._q.counts(self._store, self.name, wanted)
 
     def count(self) -> int:
         """Return how many jobs wait to run: waiting + paused + delayed."""
-        return sum(queries.counts(self._store, self.name, ["waiting", "paused", "delayed"]).values())
+        return sum(self._q.counts(self._store, self.name, ["waiting", "paused", "delayed"]).values())
 
     def get_job_logs(self, job_id: str, start: int = 0, end: int = -1,
                      asc: bool = True) -> dict[str, Any]:
@@ -98,8 +99,8 @@ class Getters:
         """
         _check_range(start, end)
         public = _job_id(job_id)
-        rid = queries.rowid(self._store, self.name, public)
+        rid = self._q.rowid(self._store, self.name, public)
         if rid is None:
             raise JobNotFound(public)
-        page, total = queries.logs(self._store, rid, start, end, bool(asc))
+        page, total = self._q.logs(self._store, rid, start, end, bool(asc))
         return {"logs": page, "count": total}

@@ -8,7 +8,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any, Mapping
 
-from . import queries, serializers, transitions
+from . import serializers
 from .backoff import retry_delay_ms
 from .errors import ConfigError, JobFailed, JobNotFound, LockError, UnrecoverableError
 from .options import NO_PRIORITY, JobOptions
@@ -70,7 +70,7 @@ class Job:
          lock_expires_ms, _queue_name) = row
         self.queue = queue
         self._rowid: int = rowid
-        self.id: str = transitions.public_id(rowid, job_id)
+        self.id: str = queue._tx.public_id(rowid, job_id)
         path = queue.path
         self.data: Any = serializers.loads(data, path=path)
         self.opts: dict[str, Any] = dict(_DEFAULT_OPTS)
@@ -138,7 +138,7 @@ class Job:
             return self._progress
         text = serializers.dumps(value, what="progress", limit=self.queue.settings.max_data_bytes)
         with self._write(False) as conn:
-            transitions.set_progress(conn, rowid=self._rowid, public=self.id,
+            self.queue._tx.set_progress(conn, rowid=self._rowid, public=self.id,
                                      token=self._held_token(), progress=text,
                                      now_ms=self.queue._now_ms())
         self._progress = json.loads(text)
@@ -154,13 +154,13 @@ class Job:
         if not isinstance(row, str):
             raise ConfigError(f"log row must be a str, not {type(row).__name__}")
         with self._write(False) as conn:
-            return transitions.add_log(conn, rowid=self._rowid, public=self.id,
+            return self.queue._tx.add_log(conn, rowid=self._rowid, public=self.id,
                                        token=self._held_token(), row=row,
                                        now_ms=self.queue._now_ms())
 
     def get_state(self) -> str | None:
         """Return the job's state now (one indexed read), or None if it no longer exists."""
-        return queries.job_state(self.queue._store, self._rowid, self.queue._now_ms())
+        return self.queue._q.job_state(self.queue._store, self._rowid, self.queue._now_ms())
 
     def update(self, data: Any) -> None:
         """Replace the job's data (no merge).
@@ -170,7 +170,7 @@ class Job:
         """
         text = serializers.dumps(data, limit=self.queue.settings.max_data_bytes)
         with self._write(True) as conn:
-            transitions.update_data(conn, rowid=self._rowid, public=self.id,
+            self.queue._tx.update_data(conn, rowid=self._rowid, public=self.id,
                                     token=self._held_token(), data=text,
                                     now_ms=self.queue._now_ms())
         self.data = json.loads(text)
@@ -182,7 +182,7 @@ class Job:
         :raises JobNotFound: the job was already removed.
         """
         with self._write(True) as conn:
-            transitions.remove(conn, rowid=self._rowid, public=self.id,
+            self.queue._tx.remove(conn, rowid=self._rowid, public=self.id,
                                token=self._held_token(), now_ms=self.queue._now_ms())
         self._release()
         self.queue._after_write()
@@ -194,7 +194,7 @@ class Job:
         :raises InvalidJobState: the job is not failed.
         """
         with self._write(True) as conn:
-            transitions.retry(conn, rowid=self._rowid, public=self.id,
+            self.queue._tx.retry(conn, rowid=self._rowid, public=self.id,
                               now_ms=self.queue._now_ms())
         self._state = "waiting"
         self.queue._after_write()
@@ -217,7 +217,7 @@ class Job:
         :raises InvalidJobState: the job is not delayed.
         """
         with self._write(True) as conn:
-            transitions.promote(conn, rowid=self._rowid, public=self.id,
+            self.queue._tx.promote(conn, rowid=self._rowid, public=self.id,
                                 now_ms=self.queue._now_ms())
         self._state = "waiting"
         self.delay = 0.0
@@ -237,7 +237,7 @@ class Job:
         watcher = self.queue._watcher
         while True:
             seen = watcher.version()
-            outcome, value = queries.outcome(self.queue._store, self.queue.name, self._rowid,
+            outcome, value = self.queue._q.outcome(self.queue._store, self.queue.name, self._rowid,
                                              self.id)
             if outcome == "completed":
                 return value
@@ -328,7 +328,7 @@ class Job:
         if missing:
             raise ConfigError(f"Job.from_dict needs the keys {sorted(missing)}")
         job_id = str(d["id"])
-        auto = transitions.auto_rowid(job_id)
+        auto = queue._tx.auto_rowid(job_id)
         opts = {k: v for k, v in dict(d.get("opts") or {}).items() if _DEFAULT_OPTS.get(k) != v}
         ms = (lambda v: None if v is None else int(float(v) * 1000))
         row = (auto or 0, None if auto is not None else job_id, d["name"],
@@ -340,7 +340,7 @@ class Job:
                ms(d.get("processed_on")), ms(d.get("finished_on")), None, None, queue.name)
         job = cls(queue, row)
         if auto is None:
-            job._rowid = queries.rowid(queue._store, queue.name, job_id) or 0
+            job._rowid = queue._q.rowid(queue._store, queue.name, job_id) or 0
         return job
 
 

@@ -11,11 +11,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Union
 
-from . import lease as leases
-from . import transitions
 from .errors import ConfigError, LocalqError
 
 if TYPE_CHECKING:
+    from .backend import Backend
     from ._db import Store
     from .clock import Clock
     from .events import EventBus
@@ -39,6 +38,8 @@ class Processing:
     settings: Settings
     _clock: Clock
     _store: Store
+    _backend: Backend
+    _tx: Any
     _watcher: Watcher
     _events: EventBus
     _locks: dict[int, str]
@@ -50,7 +51,7 @@ class Processing:
         self._finishing: set[str] = set()
         #: Jobs run by this queue's workers right now, by row id.
         self._running: dict[int, Job] = {}
-        self._lease: leases.Lease | None = None
+        self._lease: Any = None
         self._renewer: LockRenewer | None = None
         self._scheduler: Scheduler | None = None
         self._processing_lock = threading.Lock()
@@ -81,7 +82,7 @@ class Processing:
                 if current is None or current.pid != os.getpid() or not current.held:
                     # After a fork the child takes a lease of its own; the parent's is not
                     # released here (it belongs to the parent).
-                    current = self._lease = leases.acquire(self.path)
+                    current = self._lease = self._backend.lease.acquire(self.path)
         return current.id
 
     def _after_claim(self) -> None:
@@ -129,10 +130,10 @@ class Processing:
         rows = self._store.query(
             "SELECT id, pid, host, started_ms, concurrency, lease FROM workers WHERE queue = :q"
             " ORDER BY started_ms, id", {"q": self.name})
-        dead = set(leases.dead_owners(self.path, [r[5] for r in rows]))
+        dead = set(self._backend.lease.dead_owners(self.path, [r[5] for r in rows]))
         if dead:
             with self._store.write(durable=False) as conn:
-                transitions.unregister_workers(conn, leases=sorted(dead))
+                self._tx.unregister_workers(conn, leases=sorted(dead))
         return [{"id": r[0], "pid": r[1], "host": r[2], "started": r[3] / 1000.0,
                  "concurrency": r[4]} for r in rows if r[5] not in dead]
 
@@ -179,6 +180,6 @@ class Processing:
         self._lease = None
         if held is not None and held.pid == os.getpid():
             try:
-                leases.release(held)
+                self._backend.lease.release(held)
             except (OSError, LocalqError):
                 pass

@@ -8,7 +8,8 @@ import secrets
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from . import serializers, transitions
+from . import serializers
+from .backend import Backend, sqlite_backend
 from ._db import Store, resolve_path
 from .clock import Clock, SystemClock
 from .errors import ConfigError
@@ -16,12 +17,11 @@ from .events import EventBus
 from .fscheck import check_local_filesystem
 from .getters import Getters
 from .job import Job, failure_plan
-from .limiter import compile_limit, limited_until
+from .limiter import compile_limit
 from .options import (JobOptions, Limiter, Settings, check_queue_name, merge_job_options,
                       seconds)
 from .processing import Processing
 from .repeats import Repeatables
-from .wakeup import Watcher
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -89,10 +89,15 @@ class Queue(Getters, Repeatables, Processing):
         self._clock: Clock = clock or SystemClock()
         self.path = resolve_path(path)
         check_local_filesystem(self.path, allow_network_fs=self.settings.allow_network_fs)
+        self._backend: Backend = sqlite_backend()
+        #: The backend's job moves and reads (``localq.transitions`` / ``localq.queries`` on
+        #: SQLite): every layer above calls them through the queue.
+        self._tx = self._backend.transitions
+        self._q = self._backend.queries
         self._store = self._open_store(durability)
         self.durability = durability
-        self._watcher = Watcher(self._store, name=self.name)
-        self._events = EventBus(self._store, self.name, self._watcher)
+        self._watcher = self._backend.watcher(self._store, name=self.name)
+        self._events = EventBus(self)
         #: rowid -> lock token of the jobs this instance (and its workers) holds.
         self._locks: dict[int, str] = {}
         self._workers: list[Worker] = []
@@ -143,7 +148,7 @@ class Queue(Getters, Repeatables, Processing):
 
     def _insert(self, conn: Any, opts: JobOptions, text: str, now: int,
                 rowid: int | None = None) -> tuple[tuple[Any, ...], bool]:
-        return transitions.add_job(
+        return self._tx.add_job(
             conn, queue=self.name, name=opts.name, data=text, opts={},
             stored_opts=_stored_opts(opts), job_id=opts.job_id, priority=opts.priority,
             delay_ms=int(opts.delay * 1000), lifo=opts.lifo,
@@ -206,7 +211,7 @@ class Queue(Getters, Repeatables, Processing):
         now = self._now_ms()
         rows = []
         with self._store.write(durable=True) as conn:
-            rowid = transitions.next_rowid(conn)
+            rowid = self._tx.next_rowid(conn)
             for opts, text in prepared:
                 row, inserted = self._insert(conn, opts, text, now, rowid)
                 rowid += inserted
@@ -235,7 +240,7 @@ class Queue(Getters, Repeatables, Processing):
             with self._store.write(durable=False) as conn:
                 row = self._claim_in(conn, params)
                 if row is None and drained:
-                    transitions.note_drained(conn, queue=self.name, now_ms=self._now_ms())
+                    self._tx.note_drained(conn, queue=self.name, now_ms=self._now_ms())
         if row is None:
             if drained:
                 self._after_write()  # global:drained listeners elsewhere
@@ -251,10 +256,10 @@ class Queue(Getters, Repeatables, Processing):
         # The time is read under the write lock, so claims commit in time order: the limiter's
         # sliding window (and a repeat schedule's next slot) never sees a start from its future.
         now = self._now_ms()
-        row = transitions.claim(conn, now_ms=now, **params)
+        row = self._tx.claim(conn, now_ms=now, **params)
         self._limited_until_ms = None
         if row is None and self._limit is not None:
-            self._limited_until_ms = limited_until(conn, self._limit, self.name, now)
+            self._limited_until_ms = self._backend.limiter.limited_until(conn, self._limit, self.name, now)
         return row
 
     def get_next_job(self, timeout: float = 0) -> Job | None:
@@ -281,7 +286,7 @@ class Queue(Getters, Repeatables, Processing):
             self._finishing.add(token)
         try:
             with self._store.write(durable=False) as conn:
-                transitions.move_to_completed(conn, rowid=job._rowid, public=job.id,
+                self._tx.move_to_completed(conn, rowid=job._rowid, public=job.id,
                                               token=token, returnvalue=text,
                                               now_ms=self._now_ms())
                 if fetch:
@@ -309,7 +314,7 @@ class Queue(Getters, Repeatables, Processing):
             self._finishing.add(token)
         try:
             with self._store.write(durable=False) as conn:
-                state = transitions.move_to_failed(
+                state = self._tx.move_to_failed(
                     conn, rowid=job._rowid, public=job.id, token=token,
                     reason=reason[:_MAX_REASON],
                     stack=None if stack is None else stack[: 2 * _MAX_REASON],
@@ -329,7 +334,7 @@ class Queue(Getters, Repeatables, Processing):
         *check_expired* is False, or owner in *dead_owners*); emit ``stalled`` (and ``failed``
         past ``max_stalled_count``)."""
         with self._store.write(durable=False) as conn:
-            taken = transitions.recover_stalled(
+            taken = self._tx.recover_stalled(
                 conn, queue=self.name, now_ms=self._now_ms(), dead_owners=list(dead_owners),
                 max_stalled_count=self.settings.max_stalled_count, check_expired=check_expired)
         if taken:
@@ -359,14 +364,14 @@ class Queue(Getters, Repeatables, Processing):
     def pause(self) -> None:
         """Pause the queue for every process: no job starts until :meth:`resume`."""
         with self._store.write(durable=True) as conn:
-            transitions.pause(conn, queue=self.name, now_ms=self._now_ms())
+            self._tx.pause(conn, queue=self.name, now_ms=self._now_ms())
         self._after_write()
         self._emit_local("paused")
 
     def resume(self) -> None:
         """Resume the queue for every process."""
         with self._store.write(durable=True) as conn:
-            transitions.resume(conn, queue=self.name, now_ms=self._now_ms())
+            self._tx.resume(conn, queue=self.name, now_ms=self._now_ms())
         self._after_write()
         self._emit_local("resumed")
 
@@ -378,21 +383,21 @@ class Queue(Getters, Repeatables, Processing):
     def empty(self) -> int:
         """Remove the waiting, paused and delayed jobs (and their logs); return how many."""
         with self._store.write(durable=True) as conn:
-            removed = transitions.empty(conn, queue=self.name)
+            removed = self._tx.empty(conn, queue=self.name)
         return removed
 
     def clean(self, grace: float, status: str = "completed", limit: int = 0) -> list[str]:
         """Remove jobs of *status* older than *grace* seconds (active: unlocked only), at most
         *limit* (0: all); emit ``cleaned`` and return their ids."""
         grace_s = seconds(grace, "grace")
-        if status not in transitions._CLEAN_STATES:
+        if status not in self._tx._CLEAN_STATES:
             raise ConfigError(f"clean status {status!r} must be one of"
-                              f" {sorted(transitions._CLEAN_STATES)}")
+                              f" {sorted(self._tx._CLEAN_STATES)}")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ConfigError(f"limit must be an int >= 0 (0: all), not {limit!r}")
         now = self._now_ms()
         with self._store.write(durable=True) as conn:
-            ids = transitions.clean(conn, queue=self.name, state=status,
+            ids = self._tx.clean(conn, queue=self.name, state=status,
                                     before_ms=now - int(grace_s * 1000), limit=limit, now_ms=now)
         self._emit_local("cleaned", ids, status)
         return ids
@@ -403,7 +408,7 @@ class Queue(Getters, Repeatables, Processing):
                                   or count < 0):
             raise ConfigError(f"count must be None or an int >= 0, not {count!r}")
         with self._store.write(durable=True) as conn:
-            n = transitions.retry_failed(conn, queue=self.name, count=count, now_ms=self._now_ms())
+            n = self._tx.retry_failed(conn, queue=self.name, count=count, now_ms=self._now_ms())
         self._after_write()
         return n
 
@@ -413,7 +418,7 @@ class Queue(Getters, Repeatables, Processing):
         :raises InvalidJobState: jobs are active and *force* is False.
         """
         with self._store.write(durable=True) as conn:
-            transitions.delete_queue(conn, queue=self.name, force=bool(force),
+            self._tx.delete_queue(conn, queue=self.name, force=bool(force),
                                      now_ms=self._now_ms())
         self._locks.clear()
 

@@ -17,7 +17,6 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
-from . import transitions
 from .errors import LocalqError, LockError
 
 if TYPE_CHECKING:
@@ -33,7 +32,7 @@ def renew_locks(queue: Queue) -> list[int]:
         return []
     lock_ms = int(queue.settings.lock_duration * 1000)
     with queue._store.write(durable=False) as conn:
-        lost = transitions.extend_locks(conn, locks=locks.items(), lock_ms=lock_ms,
+        lost = queue._tx.extend_locks(conn, locks=locks.items(), lock_ms=lock_ms,
                                         now_ms=queue._now_ms())
     dropped = []
     for rowid in lost:
@@ -58,7 +57,7 @@ def renew_locks(queue: Queue) -> list[int]:
 
 def _public_id(queue: Queue, rowid: int) -> str:
     rows = queue._store.query("SELECT job_id FROM jobs WHERE id = :id", {"id": rowid})
-    return transitions.public_id(rowid, rows[0][0] if rows else None)
+    return queue._tx.public_id(rowid, rows[0][0] if rows else None)
 
 
 class LockRenewer:

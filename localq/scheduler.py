@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 import filelock
 
-from . import doorbell, lease, transitions
+from . import lease
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -79,8 +79,7 @@ class Scheduler:
 
     def __init__(self, queue: Queue, *, start: bool = True) -> None:
         self._queue = queue
-        self._lock = filelock.FileLock(leader_path(queue.path, queue.name), mode=0o600,
-                                       thread_local=False, fallback_to_soft=False)
+        self._lock = queue._backend.leader_lock(queue.path, queue.name)
         self.is_leader = False
         self._lock_failed = False
         self._stop = threading.Event()
@@ -186,13 +185,13 @@ class Scheduler:
         rows = queue._store.query(
             "SELECT DISTINCT lock_owner FROM jobs WHERE queue = :q AND state = 'active'",
             {"q": queue.name})
-        dead = lease.dead_owners(queue.path, [r[0] for r in rows])
+        dead = queue._backend.lease.dead_owners(queue.path, [r[0] for r in rows])
         expired = bool(settings.stalled_interval) and mono >= self._next_stalled
         if dead or expired:
             queue._recover_stalled(dead, check_expired=expired)
         if dead:
             with queue._store.write(durable=False) as conn:
-                transitions.unregister_workers(conn, leases=dead)
+                queue._tx.unregister_workers(conn, leases=dead)
         if expired:
             self._next_stalled = mono + settings.stalled_interval
         self._next_dead = mono + DEAD_OWNER_INTERVAL
@@ -205,7 +204,7 @@ class Scheduler:
         if due is None or due > queue._now_ms():
             return due  # type: ignore[no-any-return]
         with queue._store.write(durable=False) as conn:
-            promoted = transitions.promote_due(conn, queue=queue.name, now_ms=queue._now_ms())
+            promoted = queue._tx.promote_due(conn, queue=queue.name, now_ms=queue._now_ms())
         if promoted:
             queue._after_write()
             for job_id in promoted:
@@ -237,7 +236,7 @@ class Scheduler:
         span = store.query("SELECT coalesce(max(id) - min(id), 0) FROM events")[0][0]
         if span > keep + keep // 10:
             with store.write(durable=False) as conn:
-                transitions.trim_events(conn, keep=keep)
+                queue._tx.trim_events(conn, keep=keep)
         size = store.wal_size()
         if size > WAL_TRUNCATE_BYTES:
             store.checkpoint(truncate=True)
@@ -246,14 +245,13 @@ class Scheduler:
 
     def _sweep(self) -> None:
         queue = self._queue
-        lease.sweep(queue.path)
-        doorbell.sweep_bells(queue.path)
+        queue._backend.sweep(queue.path)
         rows = queue._store.query("SELECT DISTINCT lease FROM workers WHERE queue = :q",
                                   {"q": queue.name})
-        dead = lease.dead_owners(queue.path, [r[0] for r in rows])
+        dead = queue._backend.lease.dead_owners(queue.path, [r[0] for r in rows])
         if dead:
             with queue._store.write(durable=False) as conn:
-                transitions.unregister_workers(conn, leases=dead)
+                queue._tx.unregister_workers(conn, leases=dead)
 
     def close(self) -> None:
         """Stop the thread and give up leadership (the next process takes over)."""

@@ -19,7 +19,6 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Union
 
-from . import transitions
 from .errors import ConfigError, LocalqError
 from .runner import execute, resolve_handler, settle
 from .timeouts import Run, Watchdog
@@ -99,7 +98,7 @@ class Worker:
             self._started = True
         queue = self.queue
         with queue._store.write(durable=False) as conn:
-            transitions.register_worker(
+            queue._tx.register_worker(
                 conn, worker_id=self.id, queue=queue.name, pid=os.getpid(),
                 host=socket.gethostname(), lease=queue._owner, concurrency=self.concurrency,
                 now_ms=queue._now_ms())
@@ -204,7 +203,7 @@ class Worker:
         try:
             if self._started and not self.queue._store.closed:
                 with self.queue._store.write(durable=False) as conn:
-                    transitions.unregister_workers(conn, worker_ids=[self.id])
+                    self.queue._tx.unregister_workers(conn, worker_ids=[self.id])
         except LocalqError:
             pass
         if self in self.queue._workers:
@@ -220,7 +219,7 @@ class Worker:
         if token is not None:
             try:
                 with queue._store.write(durable=False) as conn:
-                    transitions.release(conn, rowid=job._rowid, public=job.id, token=token,
+                    queue._tx.release(conn, rowid=job._rowid, public=job.id, token=token,
                                         now_ms=queue._now_ms())
                 queue._after_write()
             except LocalqError as exc:
