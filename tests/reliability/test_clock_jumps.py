@@ -132,6 +132,7 @@ _step = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=60)
 @given(delays=st.lists(st.sampled_from([0, 0, 5, 30, 600]), min_size=1, max_size=6),
        steps=st.lists(_step, max_size=40))
