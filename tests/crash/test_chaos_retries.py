@@ -24,8 +24,6 @@ import pytest
 import localq
 from tests.reliability.checks import check_file, check_invariants, read_jobs
 
-
-
 pytestmark = [pytest.mark.crash, pytest.mark.multiprocess, pytest.mark.slow]
 
 SCRIPT = Path(__file__).with_name("chaos_worker.py")

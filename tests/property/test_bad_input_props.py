@@ -101,8 +101,8 @@ def test_a_bad_option_to_add_is_a_config_error_naming_it_and_stores_nothing(
     assert _rows(shared) == before
 
 
-@given(key=st.text(min_size=1, max_size=20).filter(lambda k: k not in JOB_OPTION_NAMES
-                                                    and k.isidentifier()))
+@given(key=st.text(min_size=1, max_size=20).filter(
+    lambda k: k not in JOB_OPTION_NAMES and k.isidentifier()))
 def test_an_unknown_option_is_refused_with_the_list_of_valid_ones(
     shared: localq.Queue, key: str
 ) -> None:

@@ -121,7 +121,8 @@ def drain(path: str, queue: str, *, at: float, result: Any = "drained") -> dict[
     with localq.Queue(queue, path=path, clock=FakeClock(at)) as q:
         run_until_idle(q, lambda job: result)
         counts = q.get_job_counts()
-    assert counts["waiting"] == counts["active"] == counts["delayed"] == counts["paused"] == 0, counts
+    unfinished = {s: counts[s] for s in ("waiting", "active", "delayed", "paused") if counts[s]}
+    assert unfinished == {}, counts
     jobs = check_invariants(path)
     assert {job.state for job in jobs.values()} <= {"completed", "failed"}
     return jobs

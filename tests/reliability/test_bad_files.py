@@ -115,7 +115,8 @@ def test_an_empty_sqlite_file_of_someone_else_with_an_application_id_is_refused(
 @pytest.mark.parametrize("content", [
     pytest.param(b"name,age\nada,36\n" * 200, id="csv"),
     pytest.param(random.Random(7).randbytes(8192), id="random-bytes"),
-    pytest.param(b"SQLite format 3\x00" + random.Random(8).randbytes(8176), id="sqlite-header-then-junk"),
+    pytest.param(b"SQLite format 3\x00" + random.Random(8).randbytes(8176),
+                 id="sqlite-header-then-junk"),
 ])
 def test_a_file_that_is_not_a_database_is_refused_and_left_untouched(
     tmp_path: Path, content: bytes
@@ -291,7 +292,8 @@ def on_nfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Make tmp_path look like an NFS mount to localq's filesystem check."""
     real = os.path.realpath(tmp_path)
     line = f"36 25 0:50 / {real} rw,relatime shared:1 - nfs4 server:/export rw,vers=4.2\n"
-    monkeypatch.setattr(fscheck, "_read_mountinfo", lambda: "25 1 8:1 / / rw - ext4 /dev/sda1 rw\n" + line)
+    root = "25 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+    monkeypatch.setattr(fscheck, "_read_mountinfo", lambda: root + line)
     return tmp_path
 
 

@@ -25,9 +25,12 @@ from localq.testing import FakeClock
 PACKAGE = Path(localq.__file__).resolve().parent
 MODULES = sorted(PACKAGE.glob("*.py"))
 
-#: Modules that may turn a string into code. Only the worker resolves "module:function", and
-#: only from the handler its own caller passed (API.md sandbox), never from job data.
+#: Modules that may turn a string into code: runner.resolve_handler imports the
+#: "module:function" that the worker's own caller passed (API.md sandbox), never job data.
 IMPORTLIB_ALLOWED = {"runner.py"}
+#: The calls that import by name, and names that would mean their argument came from a job.
+IMPORTERS = {"import_module", "resolve_handler", "__import__"}
+JOB_NAMES = {"job", "data", "opts", "row", "payload", "returnvalue"}
 FORBIDDEN_MODULES = {"pickle", "_pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle",
                      "jsonpickle", "sqlite3", "_sqlite3"}
 FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__"}
@@ -66,6 +69,25 @@ def test_localq_never_evaluates_strings_and_imports_by_name_only_in_the_worker()
                 importlib_users.add(name)
     assert calls == []
     assert importlib_users <= IMPORTLIB_ALLOWED, importlib_users
+
+
+def test_what_the_worker_imports_never_comes_from_a_job() -> None:
+    """Every call that imports by name takes an argument that no job touched."""
+    importers = []
+    for name, tree in _trees():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+            if called not in IMPORTERS:
+                continue
+            used = {n.id for arg in node.args for n in ast.walk(arg) if isinstance(n, ast.Name)}
+            used |= {n.attr for arg in node.args for n in ast.walk(arg)
+                     if isinstance(n, ast.Attribute)}
+            importers.append((name, called, sorted(used)))
+            assert not used & JOB_NAMES, (name, node.lineno, called, used)
+    assert {name for name, _, _ in importers} >= {"runner.py", "worker.py"}, importers
 
 
 def test_localq_never_opens_or_deletes_the_wal_or_shm_itself() -> None:

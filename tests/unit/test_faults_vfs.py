@@ -235,6 +235,7 @@ SWEEPS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("persistent", [False, True], ids=["once", "persistent"])
 @pytest.mark.parametrize(("op", "error", "torn"), SWEEPS)
 def test_every_fault_point_leaves_a_consistent_file_with_every_acknowledged_commit(
