@@ -372,7 +372,7 @@ def test_output_to_a_closed_pipe_is_quiet(db):
     assert "Traceback" not in err
 
 
-def test_every_command_is_in_the_readme_fragment():
-    text = (ROOT / "docs" / "readme" / "cli.rst").read_text()
+def test_every_command_is_in_the_readme():
+    text = (ROOT / "README.rst").read_text()
     for command in cli.build_parser()._subparsers._group_actions[0].choices:  # type: ignore
         assert f" {command}" in text, command
