@@ -1,0 +1,74 @@
+"""The rate limiter on PostgreSQL: the twin of :mod:`localq.limiter` (same functions).
+
+Starts are rows of ``rate_starts`` written in the claim's transaction, as on SQLite. SQLite
+serialises claims with its write lock; on PostgreSQL two claimers could both see one free slot
+and both start a job, so a claim on a limited queue first takes a transaction-level advisory
+lock on (schema, queue), as BullMQ's ``move_to_active`` does. Queues without a limiter never
+take it, so they pay nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..limiter import RateLimit
+from .schema import ADVISORY_NAMESPACE
+
+__all__ = ["group_filter", "limited_until", "record_start"]
+
+#: Second namespace of advisory locks: one lock per limited queue.
+_LIMITER_LOCK = ADVISORY_NAMESPACE + 1
+
+
+def _path(limit: RateLimit) -> list[str]:
+    """Turn the SQLite JSON path '$."a"."b"' of :class:`RateLimit` into ['a', 'b']."""
+    assert limit.group_path is not None
+    return re.findall(r'\."([^"]*)"', limit.group_path)
+
+
+def _group_sql(limit: RateLimit, alias: str = "") -> str:
+    return (f"coalesce({alias}data::jsonb #>> %(gpath)s::text[], '')" if limit.group_path
+            else "''")
+
+
+def group_filter(conn: Any, limit: RateLimit, queue: str, now_ms: int,
+                 params: dict[str, Any]) -> str | None:
+    """Return the SQL condition that skips jobs of saturated groups (adding its parameters
+    to *params*), or None when the whole queue is saturated (no job may start now).
+
+    Takes the queue's limiter lock until the end of the transaction.
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(%(ns)s, hashtext(current_schema() || ':' || %(q)s))",
+                 {"ns": _LIMITER_LOCK, "q": queue})
+    conn.execute("DELETE FROM rate_starts WHERE queue = %(q)s AND ts_ms <= %(cutoff)s",
+                 {"q": queue, "cutoff": now_ms - limit.duration_ms})
+    full = [r[0] for r in conn.execute(
+        "SELECT grp FROM rate_starts WHERE queue = %(q)s GROUP BY grp HAVING count(*) >= %(max)s",
+        {"q": queue, "max": limit.max}).fetchall()]
+    if not full:
+        return ""
+    if limit.group_path is None:
+        return None
+    params["gpath"] = _path(limit)
+    params["full_groups"] = full
+    return f" AND {_group_sql(limit)} <> ALL(%(full_groups)s::text[])"
+
+
+def record_start(conn: Any, limit: RateLimit, queue: str, rowid: int, now_ms: int) -> None:
+    """Count the start of job *rowid* in its group's window."""
+    conn.execute(
+        f"INSERT INTO rate_starts (queue, grp, ts_ms) SELECT %(q)s, {_group_sql(limit)}, %(now)s"
+        " FROM jobs WHERE id = %(id)s",
+        {"q": queue, "now": now_ms, "id": rowid,
+         "gpath": _path(limit) if limit.group_path else None})
+
+
+def limited_until(conn: Any, limit: RateLimit, queue: str, now_ms: int) -> int | None:
+    """Return when the first saturated group frees a slot (epoch ms), or None if none is full."""
+    rows = conn.execute(
+        "SELECT min(first) FROM (SELECT min(ts_ms) + %(dur)s AS first FROM rate_starts"
+        " WHERE queue = %(q)s AND ts_ms > %(cutoff)s GROUP BY grp HAVING count(*) >= %(max)s)"
+        " AS g", {"q": queue, "dur": limit.duration_ms, "cutoff": now_ms - limit.duration_ms,
+                  "max": limit.max}).fetchall()
+    return None if not rows or rows[0][0] is None else int(rows[0][0])

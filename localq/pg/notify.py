@@ -1,0 +1,127 @@
+"""Learning that another process committed, through LISTEN/NOTIFY (or polling, for poolers).
+
+The PostgreSQL twin of ``PRAGMA data_version``: :meth:`Notifier.version` is a counter that
+grows whenever a notification arrives on the schema's channel. Transitions that make a job
+runnable or write an event call ``pg_notify`` inside their own transaction, so the
+notification is delivered exactly when (and only if) the change is visible.
+
+One thread owns one dedicated connection (never a pooled one: a pool would hand the LISTEN
+session to someone else) and waits in ``notifies()``; psycopg's generator holds the
+connection lock while it waits, so nothing else uses that connection (psycopg #760).
+
+A dropped connection is the classic failure of LISTEN-based queues (BullMQ #4729,
+procrastinate #1425: pickup silently degrades to the poll timeout). Here the thread
+reconnects with backoff, LISTENs again and bumps the counter, so every waiter probes the
+database once: whatever was committed while nobody listened is found by that probe.
+
+Without LISTEN (``listen=off`` in the URL, for PgBouncer's transaction mode) the counter grows
+every ``poll_interval`` seconds instead, and waiters re-probe at that pace.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+__all__ = ["Notifier", "channel_for"]
+
+log = logging.getLogger("localq")
+
+#: Seconds one wait inside ``notifies()`` lasts before the thread checks whether to stop.
+_WAIT = 0.5
+#: Reconnection backoff bounds, in seconds.
+_BACKOFF_MIN, _BACKOFF_MAX = 0.05, 2.0
+#: TCP keepalives: a dead server or cut network is noticed in ~15 s, not hours.
+KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+                              "keepalives_count": 3}
+
+
+def channel_for(schema: str) -> str:
+    """Return the NOTIFY channel of a localq schema (transitions use the same rule in SQL:
+    ``'localq_' || current_schema()``)."""
+    return f"localq_{schema}"
+
+
+class Notifier:
+    """A counter that grows on every notification of one schema's channel.
+
+    :param conninfo: libpq URL of the server.
+    :param schema: the localq schema (its channel is :func:`channel_for`).
+    :param listen: False: no LISTEN, the counter grows every *poll_interval* seconds.
+    """
+
+    def __init__(self, conninfo: str, schema: str, *, listen: bool,
+                 poll_interval: float) -> None:
+        self._conninfo = conninfo
+        self._channel = channel_for(schema)
+        self._listen = listen
+        self._poll = poll_interval
+        self._lock = threading.Lock()
+        self._version = 0
+        self._listening = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        #: How many times the LISTEN session was (re)established (tests read it).
+        self.sessions = 0
+
+    def version(self) -> int:
+        """Return the counter, starting the listening thread on first use."""
+        if not self._listen:
+            return int(time.monotonic() / self._poll)
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None and not self._stop.is_set():
+                    self._thread = threading.Thread(target=self._run, name="localq-pg-listen",
+                                                    daemon=True)
+                    self._thread.start()
+            # A change committed after version() returns must be seen: wait (bounded) until
+            # LISTEN is in place before answering the first time.
+            self._listening.wait(5.0)
+        return self._version
+
+    def bump(self) -> None:
+        """Make the counter grow (a notification, or a reconnection that may have missed one)."""
+        with self._lock:
+            self._version += 1
+
+    def close(self) -> None:
+        """Stop the thread (within about half a second) and close its connection."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(_WAIT * 4)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10,
+                               application_name="localq-listen", **KEEPALIVES)
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+        return conn
+
+    def _run(self) -> None:
+        backoff = _BACKOFF_MIN
+        while not self._stop.is_set():
+            try:
+                conn = self._connect()
+            except psycopg.Error as exc:
+                log.debug("localq: LISTEN connection failed: %s", exc)
+                self._listening.set()  # callers fall back to their own timeouts
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+                continue
+            backoff = _BACKOFF_MIN
+            self.sessions += 1
+            self.bump()  # anything committed while nobody listened: make waiters look
+            self._listening.set()
+            try:
+                with conn:
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=_WAIT):
+                            self.bump()
+            except psycopg.Error as exc:
+                log.debug("localq: LISTEN connection lost, reconnecting: %s", exc)
+                self.bump()
