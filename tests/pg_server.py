@@ -21,8 +21,10 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Any, Iterator
 
-__all__ = ["ENV_URL", "PgServer", "find_bin", "in_ci", "start", "wait_ready"]
+__all__ = ["ENV_URL", "PgServer", "drop_schema", "find_bin", "in_ci", "pg_server_url", "pg_url",
+           "schema_url", "start", "wait_ready"]
 
 #: Environment variable naming an existing server (e.g. the one .ci/postgres.sh starts).
 ENV_URL = "LOCALQ_TEST_PG_URL"
@@ -161,3 +163,75 @@ def start() -> PgServer:
         server.destroy()
         raise
     return server
+
+
+# -- pytest fixtures (imported by the conftest files that need a server) --------------------
+
+def _unavailable(why: str) -> None:
+    import pytest
+
+    if in_ci():
+        pytest.fail(f"CI=true but no PostgreSQL server for the pg tests: {why}", pytrace=False)
+    pytest.skip(f"no PostgreSQL server for the pg tests ({why}); set {ENV_URL} or install"
+                " postgresql (initdb/pg_ctl)")
+
+
+def _server_url() -> Iterator[str]:
+    try:
+        import psycopg  # noqa: F401
+        import psycopg_pool  # noqa: F401
+    except ImportError:
+        _unavailable("psycopg / psycopg-pool not installed: pip install '.[postgres]'")
+    url = os.environ.get(ENV_URL)
+    if url:
+        try:
+            wait_ready(url, 10.0)
+        except TimeoutError as exc:
+            _unavailable(str(exc))
+        yield url
+        return
+    try:
+        server = start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        _unavailable(str(exc))
+    try:
+        yield server.url
+    finally:
+        server.destroy()
+
+
+def schema_url(url: str, schema: str) -> str:
+    """Return *url* with localq's ``schema`` parameter set to *schema*."""
+    return f"{url}{'&' if '?' in url else '?'}schema={schema}"
+
+
+def drop_schema(url: str, schema: str) -> None:
+    """Drop *schema* and everything in it (test teardown)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')  # type: ignore[arg-type]
+
+
+def _fixtures() -> tuple[Any, Any]:
+    import uuid
+
+    import pytest
+
+    @pytest.fixture(scope="session")
+    def pg_server_url() -> Iterator[str]:
+        """The URL of a PostgreSQL server for the whole run ($LOCALQ_TEST_PG_URL, or a private
+        one started here); skipped without one, failed under CI=true."""
+        yield from _server_url()
+
+    @pytest.fixture
+    def pg_url(pg_server_url: str) -> Iterator[str]:
+        """A queue URL on a fresh schema of its own, dropped after the test."""
+        schema = f"t_{uuid.uuid4().hex[:16]}"
+        yield schema_url(pg_server_url, schema)
+        drop_schema(pg_server_url, schema)
+
+    return pg_server_url, pg_url
+
+
+pg_server_url, pg_url = _fixtures()
