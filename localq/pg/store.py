@@ -248,6 +248,8 @@ class PgStore:
         # A pooled session may have died since its last use (server restart, idle timeout);
         # nothing has run yet when BEGIN fails, so one retry on a fresh session is safe.
         for attempt in (1, 2):
+            if attempt == 2:
+                self._pool.check()
             with self.connection() as conn:
                 try:
                     if level is not None and self._sync.get(conn) != level:
@@ -257,10 +259,17 @@ class PgStore:
                     conn.execute(begin)  # type: ignore[call-overload]  # a constant
                 except psycopg.OperationalError as exc:
                     if attempt == 1 and conn.broken:
-                        continue
-                    raise self._translate(exc) from exc
+                        # The others idle in the pool are likely dead too (a server
+                        # restart ends every session): test and replace them all.
+                        broken = True
+                    else:
+                        raise self._translate(exc) from exc
                 except psycopg.Error as exc:
                     raise self._translate(exc) from exc
+                else:
+                    broken = False
+                if broken:
+                    continue
                 try:
                     yield conn
                     conn.execute("COMMIT")
@@ -293,13 +302,21 @@ class PgStore:
             yield conn
 
     def query(self, sql_text: str, params: Any = None) -> list[Any]:
-        """Run one read statement outside a transaction and return all its rows."""
-        with self.connection() as conn:
-            try:
-                cur = conn.execute(sql_text, params)  # type: ignore[call-overload]
-                return cur.fetchall() if cur.description is not None else []
-            except psycopg.Error as exc:
-                raise self._translate(exc) from exc
+        """Run one read statement outside a transaction and return all its rows (run again
+        once on a fresh session if the pooled one turns out dead)."""
+        for attempt in (1, 2):
+            if attempt == 2:
+                self._pool.check()  # a read is safe to run again on a fresh session
+            with self.connection() as conn:
+                try:
+                    cur = conn.execute(sql_text, params)  # type: ignore[call-overload]
+                    return cur.fetchall() if cur.description is not None else []
+                except psycopg.OperationalError as exc:
+                    if attempt == 2 or not conn.broken:
+                        raise self._translate(exc) from exc
+                except psycopg.Error as exc:
+                    raise self._translate(exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def data_version(self) -> int:
         """Return a counter that changes when another session commits a change that matters
