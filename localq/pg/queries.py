@@ -66,13 +66,13 @@ def rowid(store: PgStore, queue: str, job_id: str) -> int | None:
 
 def job_row(store: PgStore, queue: str, job_id: str) -> tuple[Any, ...] | None:
     """Return the row of job *job_id* of *queue*, or None."""
+    params: dict[str, Any] = {"q": queue}
     if job_id.isdigit():
         if int(job_id) >= 2**63:
             return None
-        where, params = "id = %(id)s AND queue = %(q)s AND job_id IS NULL", {"id": int(job_id)}
+        where, params["id"] = "id = %(id)s AND queue = %(q)s AND job_id IS NULL", int(job_id)
     else:
-        where, params = "queue = %(q)s AND job_id = %(j)s", {"j": job_id}
-    params["q"] = queue
+        where, params["j"] = "queue = %(q)s AND job_id = %(j)s", job_id
     rows = store.query(f"SELECT {JOB_COLUMNS} FROM jobs WHERE {where}", params)
     return tuple(rows[0]) if rows else None
 

@@ -176,7 +176,7 @@ class PgStore:
                 sql.Identifier(self.schema)))
             version = self._read_version(conn) or 0
             for step in schema.MIGRATIONS[version:]:
-                conn.execute(step)  # type: ignore[call-overload]  # our constant DDL
+                conn.execute(step)
             conn.execute(
                 "INSERT INTO localq_meta (key, value) VALUES ('app', %s), ('schema_version', %s)"
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -256,7 +256,7 @@ class PgStore:
                         conn.execute("SELECT set_config('synchronous_commit', %s, false)",
                                      (level,))
                         self._sync[conn] = level
-                    conn.execute(begin)  # type: ignore[call-overload]  # a constant
+                    conn.execute(begin)
                 except psycopg.OperationalError as exc:
                     if attempt == 1 and conn.broken:
                         # The others idle in the pool are likely dead too (a server
@@ -309,7 +309,7 @@ class PgStore:
                 self._pool.check()  # a read is safe to run again on a fresh session
             with self.connection() as conn:
                 try:
-                    cur = conn.execute(sql_text, params)  # type: ignore[call-overload]
+                    cur = conn.execute(sql_text, params)
                     return cur.fetchall() if cur.description is not None else []
                 except psycopg.OperationalError as exc:
                     if attempt == 2 or not conn.broken:
