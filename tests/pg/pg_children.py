@@ -64,3 +64,16 @@ def write_events(url: str, worker: int, count: int, barrier: Any) -> list[str]:
     finally:
         store.close()
     return written
+
+
+def hold_lease(conninfo: str, out: Any) -> None:
+    """Take this process's lease, report its id, and hold it until killed."""
+    from localq.pg import lease
+
+    held = lease.acquire(conninfo)
+    out.put(held.id)
+    while True:
+        time.sleep(0.1)
+        if held.reconnects:
+            out.put(f"reconnected:{held.reconnects}:{held.held}")
+            held.reconnects = 0
