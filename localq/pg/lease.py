@@ -195,6 +195,9 @@ class PgLease:
             self._leading.clear()
         if conn is not None:
             try:
+                # Unlock first: the server drops a closed session's locks only when its
+                # backend has exited, a moment after close() returns.
+                conn.execute("SELECT pg_advisory_unlock_all()")
                 conn.close()
             except psycopg.Error:
                 pass
