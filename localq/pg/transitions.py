@@ -67,8 +67,9 @@ def public_id(rowid: int, job_id: str | None) -> str:
 
 
 def _rows(conn: Any, sql: str, params: Any = None) -> list[Row]:
-    cur = conn.execute(sql, params)
-    return list(cur.fetchall()) if cur.description is not None else []
+    # Only for statements that return rows: under pipeline mode ``description`` is unknown
+    # until the results arrive, and fetchall() is what waits for them.
+    return list(conn.execute(sql, params).fetchall())
 
 
 def rowid_of(conn: Any, queue: str, job_id: str) -> int | None:
@@ -671,6 +672,6 @@ def trim_events(conn: Any, *, keep: int) -> int:
 
     :returns: how many rows were deleted.
     """
-    cur = conn.execute("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - %(keep)s",
-                       {"keep": keep})
-    return int(cur.rowcount)
+    rows = _rows(conn, "WITH d AS (DELETE FROM events WHERE id <= (SELECT max(id) FROM events)"
+                 " - %(keep)s RETURNING 1) SELECT count(*) FROM d", {"keep": keep})
+    return int(rows[0][0])
