@@ -115,13 +115,14 @@ CREATE TABLE workers (
 );
 
 CREATE TABLE repeats (
-    queue    text   NOT NULL,
-    key      text   NOT NULL,
-    name     text   NOT NULL,
-    spec     text   NOT NULL,         -- RepeatSpec as JSON
-    template text   NOT NULL,         -- {"data": ..., "opts": ...} of each occurrence
-    next_ms  bigint,                  -- NULL when the schedule has ended
-    count    integer NOT NULL DEFAULT 0,
+    queue    text    NOT NULL,
+    key      text    NOT NULL,        -- RepeatSpec.key(name)
+    name     text    NOT NULL,
+    spec     text    NOT NULL,        -- RepeatSpec as JSON
+    template text    NOT NULL,        -- {"data": text, "opts": {...}, "priority": p}
+    slot_ms  bigint  NOT NULL,        -- slot of the newest occurrence created
+    next_ms  bigint,                  -- when the scheduler acts next; NULL once ended
+    count    integer NOT NULL,        -- occurrences created so far
     PRIMARY KEY (queue, key)
 );
 

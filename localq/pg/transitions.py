@@ -34,9 +34,9 @@ from .limiter import group_filter, record_start
 __all__ = [
     "JOB_COLUMNS", "STALLED_REASON", "add_job", "add_log", "claim", "clean", "delete_queue",
     "emit", "empty", "extend_locks", "move_to_completed", "move_to_failed", "next_rowid",
-    "pause", "promote", "promote_due", "public_id", "recover_stalled", "remove", "resume",
-    "retry", "retry_failed", "rowid_of", "set_progress", "trim_events", "update_data",
-    "watch_queue",
+    "note_drained", "pause", "promote", "promote_due", "public_id", "recover_stalled",
+    "register_worker", "release", "remove", "resume", "retry", "retry_failed", "rowid_of",
+    "set_progress", "trim_events", "unregister_workers", "update_data", "watch_queue",
 ]
 
 #: The columns every Job snapshot is built from, in this order (see ``Job.__init__``).
@@ -413,22 +413,25 @@ def move_to_failed(conn: Any, *, rowid: int, public: str, token: str | None, rea
 
 
 def recover_stalled(conn: Any, *, queue: str, now_ms: int, dead_owners: Sequence[str],
-                    max_stalled_count: int) -> list[tuple[str, str]]:
+                    max_stalled_count: int, check_expired: bool = True) -> list[tuple[str, str]]:
     """Take back active jobs whose lock expired or whose owner process is gone.
 
     From: ``active``. To: the head of ``waiting`` (``stalled_count + 1``), or ``failed`` with
     "job stalled more than allowable limit" past *max_stalled_count* (attempts ignored, as
-    in Bull; ``remove_on_fail`` applies). Guard: ``lock_expires_ms < now_ms`` or
-    ``lock_owner`` in *dead_owners*; rows a worker is finishing right now are skipped (SKIP
-    LOCKED). Emits: ``stalled``, and ``failed`` for those failed.
+    in Bull; ``remove_on_fail`` applies). Guard: ``lock_expires_ms < now_ms`` (unless
+    *check_expired* is False) or ``lock_owner`` in *dead_owners*; rows a worker is finishing
+    right now are skipped (SKIP LOCKED). Emits: ``stalled``, and ``failed`` for those failed.
     Idempotent: a job taken back is no longer active, so a second run skips it.
 
     :returns: (public id, new state) of each job taken back.
     """
+    if not check_expired and not dead_owners:
+        return []
     rows = _rows(conn, "SELECT id, job_id, stalled_count, opts FROM jobs WHERE queue = %(q)s"
-                 " AND state = 'active' AND (lock_expires_ms < %(now)s"
+                 " AND state = 'active' AND ((%(expired)s AND lock_expires_ms < %(now)s)"
                  " OR lock_owner = ANY(%(dead)s::text[])) ORDER BY id FOR UPDATE SKIP LOCKED",
-                 {"q": queue, "now": now_ms, "dead": list(dead_owners)})
+                 {"q": queue, "now": now_ms, "dead": list(dead_owners),
+                  "expired": check_expired})
     out = []
     for rowid, job_id, stalled, opts_text in rows:
         public = public_id(rowid, job_id)
@@ -455,6 +458,23 @@ def recover_stalled(conn: Any, *, queue: str, now_ms: int, dead_owners: Sequence
             out.append((public, "waiting"))
     return out
 
+
+
+def release(conn: Any, *, rowid: int, public: str, token: str, now_ms: int) -> bool:
+    """Give an active job back unfinished (a worker closing past its timeout): it runs next.
+
+    From: ``active``. To: the head of ``waiting``; attempts and stalled count unchanged.
+    Guard: token. Emits: ``waiting``.
+
+    :returns: whether the job was released (False: the lock was already lost).
+    """
+    rows = _rows(conn, "UPDATE jobs SET state = 'waiting', seq = -nextval('job_seq'),"
+                 " lock_token = NULL, lock_owner = NULL, lock_expires_ms = NULL"
+                 " WHERE id = %(id)s AND state = 'active' AND lock_token = %(token)s"
+                 " RETURNING queue", {"id": rowid, "token": token})
+    if rows:
+        _emit_many(conn, rows[0][0], [("waiting", public, None)], now_ms)
+    return bool(rows)
 
 
 # -- changing jobs that are not running ---------------------------------------------------
@@ -674,4 +694,34 @@ def trim_events(conn: Any, *, keep: int) -> int:
     """
     rows = _rows(conn, "WITH d AS (DELETE FROM events WHERE id <= (SELECT max(id) FROM events)"
                  " - %(keep)s RETURNING 1) SELECT count(*) FROM d", {"keep": keep})
+    return int(rows[0][0])
+
+
+def note_drained(conn: Any, *, queue: str, now_ms: int) -> None:
+    """Record that a worker of *queue* found nothing to do after having worked. Emits ``drained``."""
+    _emit_many(conn, queue, [("drained", None, None)], now_ms)
+
+
+def register_worker(conn: Any, *, worker_id: str, queue: str, pid: int, host: str,
+                    lease: str, concurrency: int, now_ms: int) -> None:
+    """Add (or refresh) a ``workers`` row: the worker of *queue* alive as long as *lease* is."""
+    conn.execute(
+        "INSERT INTO workers (id, queue, pid, host, started_ms, concurrency, lease)"
+        " VALUES (%(id)s, %(q)s, %(pid)s, %(host)s, %(now)s, %(c)s, %(lease)s)"
+        " ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, pid = excluded.pid,"
+        " host = excluded.host, started_ms = excluded.started_ms,"
+        " concurrency = excluded.concurrency, lease = excluded.lease",
+        {"id": worker_id, "q": queue, "pid": pid, "host": host, "now": now_ms,
+         "c": concurrency, "lease": lease})
+
+
+def unregister_workers(conn: Any, *, worker_ids: Sequence[str] = (),
+                       leases: Sequence[str] = ()) -> int:
+    """Delete the ``workers`` rows of *worker_ids* and of every worker of *leases* (dead ones).
+
+    :returns: how many rows were deleted.
+    """
+    rows = _rows(conn, "WITH d AS (DELETE FROM workers WHERE id = ANY(%(ids)s::text[])"
+                 " OR lease = ANY(%(leases)s::text[]) RETURNING 1) SELECT count(*) FROM d",
+                 {"ids": list(worker_ids), "leases": list(leases)})
     return int(rows[0][0])

@@ -509,3 +509,42 @@ def test_rowid_of_finds_auto_and_custom_ids(store: PgStore) -> None:
         assert tr.rowid_of(conn, "q", "2") is None  # a custom-id row has no numeric id
         assert tr.rowid_of(conn, "other", "1") is None
         assert tr.rowid_of(conn, "q", "99999999999999999999") is None
+
+
+# -- worker moves ---------------------------------------------------------------------------
+
+def test_release_puts_the_job_back_at_the_head_unchanged(store: PgStore) -> None:
+    add(store)
+    add(store)
+    claim(store, token="mine")
+    with store.write(durable=False) as conn:
+        assert not tr.release(conn, rowid=1, public="1", token="other", now_ms=T0)
+        assert tr.release(conn, rowid=1, public="1", token="mine", now_ms=T0)
+    assert state(store, 1) == "waiting" and column(store, 1, "attempts_made") == 0
+    assert claim(store, token="again")[0] == 1
+    assert events(store) == [("waiting", "1", None)]
+
+
+def test_recover_stalled_by_dead_owner_only(store: PgStore) -> None:
+    add(store)
+    claim(store, lock_ms=1)
+    with store.write(durable=False) as conn:
+        assert tr.recover_stalled(conn, queue="q", now_ms=T0 + 99, dead_owners=[],
+                                  max_stalled_count=1, check_expired=False) == []
+        assert tr.recover_stalled(conn, queue="q", now_ms=T0 + 99, dead_owners=["me"],
+                                  max_stalled_count=1, check_expired=False) == [("1", "waiting")]
+
+
+def test_drained_event_and_worker_rows(store: PgStore) -> None:
+    with store.write(durable=False) as conn:
+        tr.note_drained(conn, queue="q", now_ms=T0)
+        for wid, lease in (("w1", "L1"), ("w2", "L1"), ("w3", "L2")):
+            tr.register_worker(conn, worker_id=wid, queue="q", pid=1, host="h", lease=lease,
+                               concurrency=2, now_ms=T0)
+        tr.register_worker(conn, worker_id="w3", queue="q", pid=2, host="h", lease="L2",
+                           concurrency=4, now_ms=T0)
+    assert events(store) == [("drained", None, None)]
+    assert store.query("SELECT pid, concurrency FROM workers WHERE id = 'w3'") == [(2, 4)]
+    with store.write(durable=False) as conn:
+        assert tr.unregister_workers(conn, worker_ids=["w3"], leases=["L1"]) == 3
+        assert tr.unregister_workers(conn) == 0
