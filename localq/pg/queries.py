@@ -23,8 +23,9 @@ from typing import Any, Sequence
 from .store import PgStore
 from .transitions import JOB_COLUMNS, public_id, rowid_of
 
-__all__ = ["STATES", "counts", "events_after", "job_row", "job_state", "last_event_id",
-           "list_jobs", "logs", "outcome", "public", "rowid"]
+__all__ = ["STATES", "active_jobs", "count_events_after", "counts", "events_after", "job_row",
+           "job_state", "last_event_id", "list_jobs", "logs", "outcome", "public", "queue_names",
+           "recent_events", "rowid"]
 
 STATES = ("waiting", "active", "delayed", "completed", "failed", "paused")
 
@@ -214,3 +215,76 @@ def last_event_id(store: PgStore) -> int:
 def public(rid: int, job_id: str | None) -> str:
     """Return the public id of a row (re-exported for callers outside transitions)."""
     return public_id(rid, job_id)
+
+
+# -- overview reads (the command line and the live view) -----------------------------------
+
+#: One index descent per partial index: the smallest queue name after %(after)s that has a
+#: job in that state (PostgreSQL answers min() from the index), so listing queues costs
+#: O(queues * log jobs), not a scan of every job.
+_NEXT_QUEUE = (
+    "SELECT min(queue) FROM jobs WHERE state = 'waiting' AND queue > %(after)s",
+    "SELECT min(queue) FROM jobs WHERE state = 'delayed' AND queue > %(after)s",
+    "SELECT min(queue) FROM jobs WHERE state = 'active' AND queue > %(after)s",
+    "SELECT min(queue) FROM jobs WHERE state IN ('completed', 'failed') AND queue > %(after)s",
+)
+
+
+def queue_names(store: PgStore) -> list[str]:
+    """Return the names of every queue of the schema, sorted: queues with jobs, paused queues,
+    queues with a repeat schedule and queues with a registered worker."""
+    names: set[str] = set()
+    with store.read() as conn:
+        for sql in _NEXT_QUEUE:
+            after = ""
+            while True:
+                found = conn.execute(sql, {"after": after}).fetchall()[0][0]
+                if found is None:
+                    break
+                after = str(found)
+                names.add(after)
+        for sql in ("SELECT name FROM queues", "SELECT DISTINCT queue FROM repeats",
+                    "SELECT DISTINCT queue FROM workers"):
+            names.update(str(row[0]) for row in conn.execute(sql).fetchall())
+    return sorted(names)
+
+
+def active_jobs(store: PgStore, queue: str, limit: int
+                ) -> list[tuple[str, str, Any, float | None]]:
+    """Return (id, name, progress, processed_on in epoch seconds) of up to *limit* active
+    jobs of *queue*, longest-running first."""
+    rows = store.query(
+        "SELECT id, job_id, name, progress, processed_on_ms FROM jobs"
+        " WHERE queue = %(q)s AND state = 'active' ORDER BY processed_on_ms, id LIMIT %(n)s",
+        {"q": queue, "n": limit})
+    return [(public_id(r[0], r[1]), r[2], json.loads(r[3]) if r[3] is not None else 0,
+             None if r[4] is None else r[4] / 1000.0) for r in rows]
+
+
+def count_events_after(store: PgStore, queue: str, event: str, cursor: int
+                       ) -> tuple[int, int]:
+    """Return how many *event* events of *queue* lie after *cursor*, and the cursor to pass
+    next time (as :func:`events_after`: commit-order safe). ``cursor < 0`` only returns the
+    next cursor."""
+    with store.read() as conn:
+        newest = int(conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+                                  ).fetchall()[0][0]) << _ID_BITS
+        if cursor < 0:
+            return 0, newest
+        count = int(conn.execute(
+            "SELECT count(*) FROM events WHERE queue = %(q)s AND event = %(e)s"
+            " AND (xid, id) > (%(x)s::text::xid8, %(i)s) AND xid < %(n)s::text::xid8",
+            {"q": queue, "e": event, "x": str(cursor >> _ID_BITS), "i": cursor & _ID_MASK,
+             "n": str(newest >> _ID_BITS)}).fetchall()[0][0])
+    return count, newest
+
+
+def recent_events(store: PgStore, queue: str, event: str, limit: int, *,
+                  window: int = 5000) -> list[tuple[str | None, Any, float]]:
+    """Return (job id, data, time in epoch seconds) of the newest *limit* *event* events of
+    *queue*, newest first, looking at the newest *window* events only (a bounded read)."""
+    rows = store.query(
+        "SELECT job_id, data, ts_ms FROM events WHERE id > (SELECT coalesce(max(id), 0)"
+        " FROM events) - %(w)s AND queue = %(q)s AND event = %(e)s ORDER BY id DESC LIMIT %(n)s",
+        {"w": window, "q": queue, "e": event, "n": limit})
+    return [(r[0], json.loads(r[1]) if r[1] is not None else None, r[2] / 1000.0) for r in rows]
