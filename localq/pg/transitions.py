@@ -22,6 +22,7 @@ SQLite module (its docstring holds the table); only the SQL differs. What Postgr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any, Iterable, Sequence
@@ -32,8 +33,9 @@ from ..options import NO_PRIORITY
 from .limiter import group_filter, record_start
 
 __all__ = [
-    "JOB_COLUMNS", "STALLED_REASON", "add_job", "add_log", "claim", "clean", "delete_queue",
-    "emit", "empty", "extend_locks", "move_to_completed", "move_to_failed", "next_rowid",
+    "JOB_COLUMNS", "REMOVED_SCHEDULE_REASON", "STALLED_REASON", "add_job", "add_log", "claim",
+    "clean", "create_occurrence", "delete_queue", "emit", "empty", "occurrence_id",
+    "remove_occurrences", "extend_locks", "move_to_completed", "move_to_failed", "next_rowid",
     "note_drained", "pause", "promote", "promote_due", "public_id", "recover_stalled",
     "register_worker", "release", "remove", "resume", "retry", "retry_failed", "rowid_of",
     "set_progress", "trim_events", "unregister_workers", "update_data", "watch_queue",
@@ -51,6 +53,7 @@ _J_COLUMNS = ", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))
 Row = tuple[Any, ...]
 
 STALLED_REASON = "job stalled more than allowable limit"
+REMOVED_SCHEDULE_REASON = "stalled after its repeat schedule was removed: not run again"
 
 #: The schema's NOTIFY channel, computed in SQL (search_path holds only our schema).
 _NOTIFY = "pg_notify('localq_' || current_schema(), %(q)s)"
@@ -276,6 +279,11 @@ def claim(conn: Any, *, queue: str, token: str, owner: str, lock_ms: int, now_ms
     row = rows[0]
     if limit is not None:
         record_start(conn, limit, queue, row[0], now_ms)
+    if '"repeat":' in row[4]:  # a repeat occurrence: its schedule's next one, if due
+        repeat = json.loads(row[4]).get("repeat")
+        if isinstance(repeat, dict) and isinstance(repeat.get("key"), str):
+            from .repeats import advance  # repeats builds on this module
+            advance(conn, queue=queue, key=repeat["key"], now_ms=now_ms)
     return row
 
 
@@ -383,7 +391,8 @@ def move_to_failed(conn: Any, *, rowid: int, public: str, token: str | None, rea
         stacktrace.append(stack)
         if limit is not None:
             stacktrace = stacktrace[-limit:]
-    retry = retry_delay_ms is not None and attempts_made < opts.get("attempts", 1)
+    retry = (retry_delay_ms is not None and attempts_made < opts.get("attempts", 1)
+             and not _schedule_removed(conn, queue, opts))
     if not retry:
         state, run_at, finished = "failed", 0, now_ms
     elif retry_delay_ms:
@@ -436,16 +445,18 @@ def recover_stalled(conn: Any, *, queue: str, now_ms: int, dead_owners: Sequence
     for rowid, job_id, stalled, opts_text in rows:
         public = public_id(rowid, job_id)
         stalled += 1
-        if stalled > max_stalled_count:
+        opts = json.loads(opts_text)
+        reason = (STALLED_REASON if stalled > max_stalled_count else
+                  REMOVED_SCHEDULE_REASON if _schedule_removed(conn, queue, opts) else None)
+        if reason is not None:
             conn.execute(
                 "UPDATE jobs SET state = 'failed', stalled_count = %(n)s, failed_reason = %(r)s,"
                 " finished_on_ms = %(now)s, lock_token = NULL, lock_owner = NULL,"
                 " lock_expires_ms = NULL WHERE id = %(id)s",
-                {"n": stalled, "r": STALLED_REASON, "now": now_ms, "id": rowid})
+                {"n": stalled, "r": reason, "now": now_ms, "id": rowid})
             _emit_many(conn, queue, [("stalled", public, None),
-                                     ("failed", public, json.dumps(STALLED_REASON))], now_ms)
-            _retain(conn, queue, "failed", json.loads(opts_text).get("remove_on_fail", False),
-                    now_ms, rowid)
+                                     ("failed", public, json.dumps(reason))], now_ms)
+            _retain(conn, queue, "failed", opts.get("remove_on_fail", False), now_ms, rowid)
             out.append((public, "failed"))
         else:
             # Bull puts a stalled job back at the head of the wait list.
@@ -669,6 +680,65 @@ def delete_queue(conn: Any, *, queue: str, force: bool, now_ms: int) -> int:
                 "DELETE FROM queues WHERE name = %(q)s"):
         conn.execute(sql, {"q": queue})
     return len(rows)
+
+
+# -- repeat occurrences (the schedules themselves live in localq/pg/repeats.py) ------------
+
+def occurrence_id(key: str, slot_ms: int) -> str:
+    """Return the job id of schedule *key*'s occurrence at *slot_ms*: ``repeat:<hash>:<slot>``
+    (deterministic: two schedulers creating one slot create one job)."""
+    return f"{_occurrence_prefix(key)}{slot_ms}"
+
+
+def _occurrence_prefix(key: str) -> str:
+    return f"repeat:{hashlib.sha256(key.encode()).hexdigest()[:16]}:"
+
+
+def _schedule_removed(conn: Any, queue: str, opts: dict[str, Any]) -> bool:
+    """Whether *opts* are those of a repeat occurrence whose schedule no longer exists."""
+    repeat = opts.get("repeat")
+    if not isinstance(repeat, dict) or not isinstance(repeat.get("key"), str):
+        return False
+    return not _rows(conn, "SELECT 1 FROM repeats WHERE queue = %(q)s AND key = %(k)s",
+                     {"q": queue, "k": repeat["key"]})
+
+
+def create_occurrence(conn: Any, *, queue: str, key: str, name: str, template: str,
+                      repeat: dict[str, Any], slot_ms: int, now_ms: int) -> Row:
+    """Insert the occurrence of schedule *key* at *slot_ms* (the caller advances the schedule).
+
+    From: (new). To: ``delayed`` until *slot_ms* (``waiting`` if it has come). Guard: the
+    occurrence id is unused (else the existing row is returned). Emits: ``delayed``.
+
+    :param template: JSON ``{"data": text, "opts": stored options, "priority": p}``.
+    :param repeat: what ``job.opts["repeat"]`` holds (the options, ``key`` and ``count``).
+    """
+    plan = json.loads(template)
+    delay_ms = max(0, slot_ms - now_ms)
+    opts = dict(plan["opts"], delay=delay_ms / 1000, repeat=repeat)
+    row, _ = add_job(conn, queue=queue, name=name, data=plan["data"], opts=opts,
+                     stored_opts=json.dumps(opts, separators=(",", ":")),
+                     job_id=occurrence_id(key, slot_ms), priority=plan["priority"],
+                     delay_ms=delay_ms, lifo=bool(opts.get("lifo")), timestamp_ms=now_ms,
+                     now_ms=now_ms, repeat_key=key)
+    return row
+
+
+def remove_occurrences(conn: Any, *, queue: str, key: str, now_ms: int) -> list[Row]:
+    """Remove the pending occurrences of schedule *key* (with the schedule, by the caller).
+
+    From: ``waiting`` / ``delayed``. To: (gone). An ``active`` one runs on, but is not run
+    again once the schedule is gone. Emits: ``removed`` per job.
+
+    :returns: the rows of the jobs removed.
+    """
+    # No id range here as on SQLite: under a linguistic collation ";" need not sort after ":".
+    rows = _rows(conn, "DELETE FROM jobs WHERE queue = %(q)s AND state IN ('waiting', 'delayed')"
+                 " AND repeat_key = %(k)s AND starts_with(job_id, %(p)s)"
+                 f" RETURNING {JOB_COLUMNS}", {"q": queue, "k": key, "p": _occurrence_prefix(key)})
+    rows.sort()
+    _emit_many(conn, queue, [("removed", public_id(r[0], r[1]), None) for r in rows], now_ms)
+    return rows
 
 
 # -- the queue flag and housekeeping ------------------------------------------------------
