@@ -74,7 +74,10 @@ def wait_ready(url: str, timeout: float = 30.0) -> None:
             return
         except psycopg.OperationalError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"PostgreSQL at {url} did not accept connections") from None
+                from localq.pg.url import redact
+
+                raise TimeoutError(f"PostgreSQL at {redact(url)} did not accept connections"
+                                   ) from None
             time.sleep(0.1)
 
 
