@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import psycopg
 from psycopg import sql
@@ -66,8 +66,40 @@ class Notifier:
         self._listening = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._subscribers: list[Callable[[str | None], None]] = []
         #: How many times the LISTEN session was (re)established (tests read it).
         self.sessions = 0
+
+    @property
+    def listening(self) -> bool:
+        """Whether wakeups come by LISTEN (False: ``listen=off``, callers poll)."""
+        return self._listen
+
+    @property
+    def poll_interval(self) -> float:
+        """Seconds between two looks of a waiter without LISTEN."""
+        return self._poll
+
+    def subscribe(self, callback: Callable[[str | None], None]) -> None:
+        """Call *callback* with each notification's payload (``None`` after a reconnection:
+        anything may have changed), from the listening thread; starts it."""
+        with self._lock:
+            self._subscribers.append(callback)
+        self.version()
+
+    def unsubscribe(self, callback: Callable[[str | None], None]) -> None:
+        """Stop calling *callback*."""
+        with self._lock:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+    def _deliver(self, payload: str | None) -> None:
+        self.bump()
+        for callback in list(self._subscribers):
+            try:
+                callback(payload)
+            except Exception:  # a subscriber's bug must not stop the wakeups of the others
+                log.exception("localq: a wakeup subscriber raised")
 
     def version(self) -> int:
         """Return the counter, starting the listening thread on first use."""
@@ -115,13 +147,13 @@ class Notifier:
                 continue
             backoff = _BACKOFF_MIN
             self.sessions += 1
-            self.bump()  # anything committed while nobody listened: make waiters look
+            self._deliver(None)  # anything committed while nobody listened: make waiters look
             self._listening.set()
             try:
                 with conn:
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=_WAIT):
-                            self.bump()
+                        for note in conn.notifies(timeout=_WAIT):
+                            self._deliver(note.payload)
             except psycopg.Error as exc:
                 log.debug("localq: LISTEN connection lost, reconnecting: %s", exc)
-                self.bump()
+                self._deliver(None)

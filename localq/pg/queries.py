@@ -55,7 +55,7 @@ def _window(start: int, end: int) -> tuple[int | None, int, slice]:
 
 
 def _paused(conn: Any, queue: str) -> bool:
-    return bool(conn.execute("SELECT 1 FROM queues WHERE name = %(q)s AND paused",
+    return bool(conn.execute("SELECT 1 FROM queues WHERE name = %(q)s AND paused = 1",
                              {"q": queue}).fetchall())
 
 
@@ -81,7 +81,7 @@ def job_row(store: PgStore, queue: str, job_id: str) -> tuple[Any, ...] | None:
 def job_state(store: PgStore, rid: int, now_ms: int) -> str | None:
     """Return the state of row *rid* in one indexed read (``paused``/``stuck`` derived)."""
     rows = store.query(
-        "SELECT j.state, j.lock_expires_ms, coalesce(q.paused, false) FROM jobs AS j"
+        "SELECT j.state, j.lock_expires_ms, coalesce(q.paused, 0) = 1 FROM jobs AS j"
         " LEFT JOIN queues AS q ON q.name = j.queue WHERE j.id = %(id)s", {"id": rid})
     if not rows:
         return None

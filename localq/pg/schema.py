@@ -44,7 +44,8 @@ CREATE SEQUENCE job_seq AS bigint;
 
 CREATE TABLE queues (
     name           text PRIMARY KEY,
-    paused         boolean NOT NULL DEFAULT false,
+    -- 0/1 as on SQLite, so that the shared layers' reads (paused = 1) run on both
+    paused         smallint NOT NULL DEFAULT 0 CHECK (paused IN (0, 1)),
     -- wall-clock ms until which some process listens to global events of this queue
     watch_until_ms bigint  NOT NULL DEFAULT 0
 );

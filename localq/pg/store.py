@@ -21,6 +21,7 @@ Same interface: :meth:`PgStore.write` (one transaction), :meth:`PgStore.read` (o
 from __future__ import annotations
 
 import os
+import re
 import threading
 import weakref
 from contextlib import contextmanager
@@ -36,13 +37,24 @@ from .errors import translate
 from .notify import KEEPALIVES, Notifier
 from .url import parse_url
 
-__all__ = ["DURABILITY_MODES", "PgStore"]
+__all__ = ["DURABILITY_MODES", "PgStore", "translate_params"]
 
 DURABILITY_MODES = ("safe", "full", "normal")
 
 #: Pools inherited through fork(): kept referenced forever so that the child never closes
 #: (and so never terminates) the parent's sessions.
 _abandoned: list[Any] = []
+
+#: ``:name`` outside quotes and not part of a ``::`` cast.
+_SQLITE_PARAM = re.compile(r"'[^']*'|(?<![:\w]):([A-Za-z_]\w*)")
+
+
+def translate_params(sql_text: str) -> str:
+    """Turn SQLite-style ``:name`` parameters into psycopg's ``%(name)s`` (``%`` doubled)."""
+    sql_text = sql_text.replace("%", "%%")
+    return _SQLITE_PARAM.sub(
+        lambda m: m.group(0) if m.group(1) is None else f"%({m.group(1)})s", sql_text)
+
 
 #: Second advisory-lock key of schema migrations is hashtext(schema); this is the first.
 _MIGRATION_LOCK = schema.ADVISORY_NAMESPACE
@@ -304,6 +316,16 @@ class PgStore:
             yield conn
 
     def query(self, sql_text: str, params: Any = None) -> list[Any]:
+        """Run one read statement outside a transaction and return all its rows.
+
+        SQLite-style ``:name`` parameters are accepted too (translated to psycopg's
+        ``%(name)s``), so the shared layers' few portable reads run unchanged on both backends.
+        """
+        if isinstance(params, dict) and ":" in sql_text:
+            sql_text = translate_params(sql_text)
+        return self._query(sql_text, params)
+
+    def _query(self, sql_text: str, params: Any = None) -> list[Any]:
         """Run one read statement outside a transaction and return all its rows (run again
         once on a fresh session if the pooled one turns out dead)."""
         for attempt in (1, 2):
@@ -319,6 +341,19 @@ class PgStore:
                 except psycopg.Error as exc:
                     raise self._translate(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def wal_size(self) -> int:
+        """Return 0: the server manages its WAL (SQLite's checkpointing has no twin here)."""
+        return 0
+
+    def checkpoint(self, *, truncate: bool = False, busy_timeout: float = 0.1) -> None:
+        """Do nothing: the server checkpoints by itself (kept for interface parity)."""
+
+    @property
+    def notifier(self) -> Notifier:
+        """The LISTEN/NOTIFY wakeups of this store (re-made after fork)."""
+        self._check_open()
+        return self._notifier
 
     def data_version(self) -> int:
         """Return a counter that changes when another session commits a change that matters

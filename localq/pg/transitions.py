@@ -55,8 +55,14 @@ Row = tuple[Any, ...]
 STALLED_REASON = "job stalled more than allowable limit"
 REMOVED_SCHEDULE_REASON = "stalled after its repeat schedule was removed: not run again"
 
-#: The schema's NOTIFY channel, computed in SQL (search_path holds only our schema).
-_NOTIFY = "pg_notify('localq_' || current_schema(), %(q)s)"
+#: The schema's NOTIFY channel, computed in SQL (search_path holds only our schema). The
+#: payload is ``c:<queue>`` (a change) or ``d:<queue>`` (delayed jobs changed: schedulers wake
+#: too); identical notifications of one transaction are folded into one.
+_NOTIFY = "pg_notify('localq_' || current_schema(), %(note)s)"
+
+
+def _note(queue: str, delayed: bool = False) -> str:
+    return f"{'d' if delayed else 'c'}:{queue}"
 #: A new queue position from job_seq, negated for LIFO jobs (evaluated per row).
 _TAIL = ("(CASE WHEN j.opts::jsonb @> '{\"lifo\": true}' THEN -1 ELSE 1 END)"
          " * nextval('job_seq')")
@@ -99,7 +105,8 @@ def _emit_many(conn: Any, queue: str, events: Sequence[tuple[str, str | None, st
     """Append event rows (data already JSON text) in one statement, in order, and notify."""
     if not events:
         return
-    params: dict[str, Any] = {"q": queue, "t": now_ms}
+    params: dict[str, Any] = {"q": queue, "t": now_ms,
+                              "note": _note(queue, any(e[0] == "delayed" for e in events))}
     values = []
     for i, (event, job_id, data) in enumerate(events):
         params.update({f"e{i}": event, f"j{i}": job_id, f"d{i}": data})
@@ -185,6 +192,7 @@ def add_job(conn: Any, *, queue: str, name: str, data: str, opts: dict[str, Any]
         "lifo": lifo, "ts": timestamp_ms, "delay": delay_ms, "run_at": now_ms + delay_ms,
         "rk": repeat_key, "now": now_ms, "event": state, "wall": int(time.time() * 1000),
         "edata": json.dumps((now_ms + delay_ms) / 1000.0) if state == "delayed" else None,
+        "note": _note(queue, state == "delayed"),
     }
     conflict = ("ON CONFLICT (queue, job_id) WHERE job_id IS NOT NULL DO NOTHING"
                 if job_id is not None else "")
@@ -233,7 +241,8 @@ def promote_due(conn: Any, *, queue: str, now_ms: int, limit: int = 1000) -> lis
 
     :returns: the public ids of the promoted jobs.
     """
-    rows = _rows(conn, _PROMOTE, {"q": queue, "now": now_ms, "limit": limit})
+    rows = _rows(conn, _PROMOTE, {"q": queue, "now": now_ms, "limit": limit,
+                                  "note": _note(queue)})
     return [public_id(r[0], r[1]) for r in rows]
 
 
@@ -265,7 +274,7 @@ def claim(conn: Any, *, queue: str, token: str, owner: str, lock_ms: int, now_ms
     rows = _rows(conn, (
         "WITH next AS MATERIALIZED (SELECT id FROM jobs WHERE queue = %(q)s"
         "  AND state = 'waiting'" + where +
-        "  AND NOT EXISTS (SELECT 1 FROM queues WHERE name = %(q)s AND paused)"
+        "  AND NOT EXISTS (SELECT 1 FROM queues WHERE name = %(q)s AND paused = 1)"
         "  ORDER BY priority, seq, id LIMIT 1 FOR UPDATE SKIP LOCKED),"
         " j AS (UPDATE jobs j SET state = 'active', lock_token = %(token)s,"
         "  lock_owner = %(owner)s, lock_expires_ms = %(expires)s, processed_on_ms = %(now)s"
@@ -361,7 +370,7 @@ def move_to_completed(conn: Any, *, rowid: int, public: str, token: str | None,
         "  RETURNING queue, opts),"
         " ev AS (INSERT INTO events (queue, event, job_id, data, ts_ms)"
         "  SELECT d.queue, 'completed', %(public)s, %(rv)s, %(now)s FROM d)"
-        " SELECT d.queue, d.opts, pg_notify('localq_' || current_schema(), d.queue) FROM d"),
+        " SELECT d.queue, d.opts, pg_notify('localq_' || current_schema(), 'c:' || d.queue) FROM d"),
         {"rv": returnvalue, "now": now_ms, "id": rowid, "token": token, "public": public})
     if not done:
         _locked_row(conn, rowid, token, public)  # raises the precise error
@@ -627,7 +636,8 @@ _CLEAN_STATES = {"completed": "completed", "failed": "failed", "waiting": "waiti
 
 
 def _is_paused(conn: Any, queue: str) -> bool:
-    return bool(_rows(conn, "SELECT 1 FROM queues WHERE name = %(q)s AND paused", {"q": queue}))
+    return bool(_rows(conn, "SELECT 1 FROM queues WHERE name = %(q)s AND paused = 1",
+                     {"q": queue}))
 
 
 def clean(conn: Any, *, queue: str, state: str, before_ms: int, limit: int,
@@ -745,14 +755,14 @@ def remove_occurrences(conn: Any, *, queue: str, key: str, now_ms: int) -> list[
 
 def pause(conn: Any, *, queue: str, now_ms: int) -> None:
     """Stop every process from taking jobs of *queue* (running jobs finish). Emits ``paused``."""
-    conn.execute("INSERT INTO queues (name, paused) VALUES (%(q)s, true)"
-                 " ON CONFLICT (name) DO UPDATE SET paused = true", {"q": queue})
+    conn.execute("INSERT INTO queues (name, paused) VALUES (%(q)s, 1)"
+                 " ON CONFLICT (name) DO UPDATE SET paused = 1", {"q": queue})
     _emit_many(conn, queue, [("paused", None, None)], now_ms)
 
 
 def resume(conn: Any, *, queue: str, now_ms: int) -> None:
     """Let processes take jobs of *queue* again. Emits ``resumed`` (and wakes the workers)."""
-    conn.execute("UPDATE queues SET paused = false WHERE name = %(q)s", {"q": queue})
+    conn.execute("UPDATE queues SET paused = 0 WHERE name = %(q)s", {"q": queue})
     _emit_many(conn, queue, [("resumed", None, None)], now_ms)
 
 

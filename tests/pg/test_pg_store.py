@@ -245,3 +245,14 @@ def test_a_forked_child_opens_its_own_sessions_and_leaves_the_parents_alone(
 def test_schema_url_helper_appends_parameters() -> None:
     assert schema_url("postgresql://h/db", "s") == "postgresql://h/db?schema=s"
     assert schema_url("postgresql://h/db?a=1", "s") == "postgresql://h/db?a=1&schema=s"
+
+
+def test_query_accepts_sqlite_style_parameters(store: PgStore) -> None:
+    add(store)
+    with store.write(durable=True) as conn:
+        tr.pause(conn, queue="q", now_ms=T0)
+    assert store.query("SELECT 1 FROM queues WHERE name = :q AND paused = 1", {"q": "q"}) == [(1,)]
+    assert store.query("SELECT count(*) FROM jobs WHERE queue = :q AND name LIKE 'n%'"
+                       " AND id::text = :id", {"q": "q", "id": "1"}) == [(1,)]
+    assert store.wal_size() == 0
+    store.checkpoint(truncate=True)
