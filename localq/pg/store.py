@@ -318,10 +318,10 @@ class PgStore:
     def query(self, sql_text: str, params: Any = None) -> list[Any]:
         """Run one read statement outside a transaction and return all its rows.
 
-        SQLite-style ``:name`` parameters are accepted too (translated to psycopg's
-        ``%(name)s``), so the shared layers' few portable reads run unchanged on both backends.
+        SQLite-style ``:name`` parameters are accepted too in a statement without psycopg ones
+        (translated to ``%(name)s``), so the shared layers' few portable reads run unchanged on both backends.
         """
-        if isinstance(params, dict) and ":" in sql_text:
+        if isinstance(params, dict) and ":" in sql_text and "%(" not in sql_text:
             sql_text = translate_params(sql_text)
         return self._query(sql_text, params)
 
