@@ -34,14 +34,18 @@ import os
 import secrets
 import threading
 import time
-from typing import Any, Iterable
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
+import filelock
 import psycopg
 
+from .errors import translate
 from .notify import KEEPALIVES
+from .url import is_postgres_url, parse_url, redact
 
-__all__ = ["GRACE", "KEEP_INTERVAL", "PgLease", "acquire", "advisory_key", "current",
-           "dead_owners", "forget", "is_alive", "release"]
+__all__ = ["GRACE", "KEEP_INTERVAL", "PgLeaderLock", "PgLease", "acquire", "advisory_key",
+           "current", "dead_owners", "forget", "is_alive", "release", "sweep"]
 
 log = logging.getLogger("localq")
 
@@ -83,7 +87,7 @@ class PgLease:
         #: Set when the lease could not be taken back after a reconnection.
         self.lost = False
         self._lock = threading.Lock()
-        self._leading: set[str] = set()
+        self._leading: dict[str, int] = {}
         self._users = 0
         self._stop = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
@@ -153,11 +157,13 @@ class PgLease:
                         log.debug("localq: lease reconnection failed: %s", exc)
                     backoff = min(backoff * 2, 0.5)
 
-    def lead(self, name: str) -> bool:
-        """Try to become (or confirm being) the leader *name*; True if this process leads."""
+    def lead(self, name: str, holder: int = 0) -> bool:
+        """Try to become (or confirm being) the leader *name*; True if *holder* (an id within
+        this process: one Queue instance) leads. Session locks are re-entrant, so two holders
+        of one process are told apart here, as two file locks of one process would be."""
         with self._lock:
             if name in self._leading:
-                return True
+                return self._leading[name] == holder
             if self._conn is None or self.lost:
                 return False
             try:
@@ -166,16 +172,16 @@ class PgLease:
             except psycopg.Error:
                 return False
             if row and row[0]:
-                self._leading.add(name)
+                self._leading[name] = holder
                 return True
             return False
 
-    def resign(self, name: str) -> None:
-        """Stop leading *name* (the next candidate takes over at its next try)."""
+    def resign(self, name: str, holder: int = 0) -> None:
+        """Stop leading *name* if *holder* leads it (the next candidate takes over at once)."""
         with self._lock:
-            if name not in self._leading:
+            if self._leading.get(name, None) != holder:
                 return
-            self._leading.discard(name)
+            del self._leading[name]
             if self._conn is not None:
                 try:
                     self._conn.execute("SELECT pg_advisory_unlock(%s)",
@@ -223,16 +229,25 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-def acquire(conninfo: str) -> PgLease:
-    """Return this process's lease on the server of *conninfo*, taking it on first use
+def _server(url: str) -> str:
+    """The libpq URL of *url*'s server and database: leases are per database, not schema."""
+    return parse_url(url).conninfo if is_postgres_url(url) else url
+
+
+def acquire(url: str) -> PgLease:
+    """Return this process's lease on the database of *url*, taking it on first use
     (counted: pair every call with :func:`release`).
 
-    :raises psycopg.Error: the server cannot be reached (callers translate it).
+    :raises DatabaseError: the server cannot be reached.
     """
+    conninfo = _server(url)
     with _registry_lock:
         lease = _registry.get(conninfo)
         if lease is None or lease.pid != os.getpid() or not lease.held:
-            lease = PgLease(conninfo)
+            try:
+                lease = PgLease(conninfo)
+            except psycopg.Error as exc:
+                raise translate(exc, redact(url), 0) from exc
             _registry[conninfo] = lease
         lease._users += 1
         return lease
@@ -249,15 +264,42 @@ def release(lease: PgLease) -> None:
     lease.release()
 
 
-def current(conninfo: str) -> PgLease | None:
-    """Return this process's live lease on the server of *conninfo*, if it has one."""
-    lease = _registry.get(conninfo)
+def current(url: str) -> PgLease | None:
+    """Return this process's live lease on the database of *url*, if it has one."""
+    lease = _registry.get(_server(url))
     if lease is None or lease.pid != os.getpid() or not lease.held:
         return None
     return lease
 
 
-def _free(conn: Any, owners: list[str]) -> set[str]:
+@contextmanager
+def _probe_conn(target: Any) -> Iterator[Any]:
+    """A connection to probe leases on: *target* itself, or for a URL this process's lease
+    session (under its lock), else a short-lived connection."""
+    if not isinstance(target, str):
+        yield target
+        return
+    lease = current(target)
+    if lease is not None:
+        with lease._lock:
+            if lease._conn is not None:
+                yield lease._conn
+                return
+    with psycopg.connect(_server(target), autocommit=True, connect_timeout=10) as conn:
+        yield conn
+
+
+def _free(target: Any, owners: list[str]) -> set[str]:
+    try:
+        with _probe_conn(target) as conn:
+            return _free_on(conn, owners)
+    except psycopg.Error as exc:
+        # Never conclude that a process is dead from an error.
+        log.debug("localq: lease probe failed: %s", exc)
+        return set()
+
+
+def _free_on(conn: Any, owners: list[str]) -> set[str]:
     # A transaction-level try-lock on each owner's key: it fails while the owner's session
     # holds its lease, and it is released when this autocommit statement ends, so it can run
     # on a pooled session without leaking a lock.
@@ -268,14 +310,14 @@ def _free(conn: Any, owners: list[str]) -> set[str]:
     return {r[0] for r in rows}
 
 
-def dead_owners(conn: Any, owners: Iterable[str | None], *, grace: float = GRACE,
+def dead_owners(target: Any, owners: Iterable[str | None], *, grace: float = GRACE,
                 now: float | None = None) -> list[str]:
     """Return the owners among *owners* whose process is gone: their lease was free on two
     probes at least *grace* seconds apart (this call is the second; the first is remembered).
 
     Owners of this process and values that are not lease ids are never reported dead.
 
-    :param conn: a connection in autocommit mode (a pooled one is fine).
+    :param target: the queue's URL, or a connection in autocommit mode (a pooled one is fine).
     :param now: ``time.monotonic()`` (a testing seam).
     """
     wanted = sorted({o for o in owners if o and _looks_like_lease(o)} -
@@ -283,7 +325,7 @@ def dead_owners(conn: Any, owners: Iterable[str | None], *, grace: float = GRACE
     if not wanted:
         return []
     at = time.monotonic() if now is None else now
-    free = _free(conn, wanted)
+    free = _free(target, wanted)
     for owner in wanted:
         if owner not in free:
             _free_since.pop(owner, None)
@@ -301,12 +343,62 @@ def forget(owners: Iterable[str]) -> None:
         _free_since.pop(owner, None)
 
 
-def is_alive(conn: Any, owner: str) -> bool:
-    """Whether the process of lease *owner* holds its lease now (one probe, no grace)."""
+def is_alive(target: Any, owner: str) -> bool:
+    """Whether the process of lease *owner* holds its lease now (one probe, no grace; a failed
+    probe counts as alive). *target*: the queue's URL or a connection."""
     if not _looks_like_lease(owner):
         return False
     mine = {lease.id for lease in _registry.values() if lease.pid == os.getpid()}
-    return owner in mine or not _free(conn, [owner])
+    return owner in mine or not _free(target, [owner])
+
+
+def sweep(url: str, *, min_age: float = 10.0) -> list[str]:
+    """Return []: a lease on PostgreSQL leaves no file behind (interface parity with
+    ``localq.lease.sweep``; dead ``workers`` rows are found by :func:`dead_owners`)."""
+    return []
+
+
+class PgLeaderLock:
+    """Leadership of one queue's scheduler: a session lock on this process's lease session.
+
+    Shaped like the ``filelock.FileLock`` the SQLite scheduler holds (``acquire(timeout=0)``,
+    ``release()``, ``is_locked``), with one difference: leadership ends with the session (a
+    server restart, a cut connection), so :attr:`is_locked` must be asked before each round
+    of leader work, not remembered.
+
+    :param url: the queue's URL (the schema is part of the leader's name).
+    :param queue: the queue's name.
+    """
+
+    def __init__(self, url: str, queue: str) -> None:
+        self._url = url
+        self.name = f"{parse_url(url).schema}:{queue}"
+        self._lease: PgLease | None = None
+
+    def acquire(self, timeout: float = 0) -> None:
+        """Become the leader now, or raise ``filelock.Timeout`` (someone else leads).
+
+        :raises DatabaseError: the server cannot be reached.
+        """
+        if self._lease is None or self._lease.pid != os.getpid():
+            self._lease = acquire(self._url)
+        if not self._lease.lead(self.name, id(self)):
+            raise filelock.Timeout(self.name)
+
+    @property
+    def is_locked(self) -> bool:
+        """Whether this process leads now (False once its session ended)."""
+        lease = self._lease
+        return (lease is not None and lease.pid == os.getpid() and lease.held
+                and lease._leading.get(self.name) == id(self))
+
+    def release(self, force: bool = False) -> None:
+        """Hand leadership over at once and give back the lease use."""
+        lease, self._lease = self._lease, None
+        if lease is None or lease.pid != os.getpid():
+            return
+        lease.resign(self.name, id(self))
+        release(lease)
 
 
 def _looks_like_lease(value: str) -> bool:

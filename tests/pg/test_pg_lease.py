@@ -137,3 +137,47 @@ def test_a_server_restart_is_not_mistaken_for_the_death_of_every_worker() -> Non
         os.kill(proc.pid, signal.SIGKILL)
         proc.join(10)
         server.destroy()
+
+
+def test_the_url_facade_matches_the_file_lease_module(pg_url: str,
+                                                       child: tuple[Any, Any]) -> None:
+    proc, out = child
+    owner = out.get(timeout=30)
+    mine = lease.acquire(pg_url)  # by the queue's URL: one lease per database, any schema
+    try:
+        assert lease.current(pg_url) is mine and lease.is_alive(pg_url, mine.id)
+        assert lease.is_alive(pg_url, owner) and lease.sweep(pg_url) == []
+        assert lease.dead_owners(pg_url, [owner, mine.id], grace=0.0) == []
+        os.kill(proc.pid, signal.SIGKILL)
+        eventually(lambda: not lease.is_alive(pg_url, owner))
+        assert lease.dead_owners(pg_url, [owner, mine.id], grace=0.0) == [owner]
+        lease.forget([owner])
+    finally:
+        lease.release(mine)
+
+
+def test_a_leader_lock_behaves_like_the_file_lock_and_ends_with_its_session(
+        pg_url: str, probe: psycopg.Connection[Any]) -> None:
+    import filelock
+
+    first, second = lease.PgLeaderLock(pg_url, "q"), lease.PgLeaderLock(pg_url, "q")
+    other_queue = lease.PgLeaderLock(pg_url, "r")
+    try:
+        first.acquire(timeout=0)
+        assert first.is_locked
+        with pytest.raises(filelock.Timeout):
+            second.acquire(timeout=0)  # same process, another Queue instance: not the leader
+        other_queue.acquire(timeout=0)
+        first.release()
+        assert not first.is_locked
+        second.acquire(timeout=0)
+        assert second.is_locked
+        pid = lease.current(pg_url)._conn.info.backend_pid  # type: ignore[union-attr]
+        probe.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        eventually(lambda: not second.is_locked)  # leadership ended with the session
+        eventually(lambda: lease.current(pg_url) is not None)
+        second.acquire(timeout=0)  # and is taken again on the new session
+        assert second.is_locked
+    finally:
+        for lock in (first, second, other_queue):
+            lock.release()
