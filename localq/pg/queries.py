@@ -21,7 +21,8 @@ import time
 from typing import Any, Sequence
 
 from .store import PgStore
-from .transitions import JOB_COLUMNS, public_id, rowid_of
+from .. import serializers
+from .transitions import JOB_COLUMNS, auto_rowid, public_id, rowid_of
 
 __all__ = ["STATES", "active_jobs", "count_events_after", "counts", "events_after", "job_row",
            "job_state", "last_event_id", "list_jobs", "logs", "outcome", "public", "queue_names",
@@ -68,10 +69,11 @@ def rowid(store: PgStore, queue: str, job_id: str) -> int | None:
 def job_row(store: PgStore, queue: str, job_id: str) -> tuple[Any, ...] | None:
     """Return the row of job *job_id* of *queue*, or None."""
     params: dict[str, Any] = {"q": queue}
-    if job_id.isdigit():
-        if int(job_id) >= 2**63:
+    auto = auto_rowid(job_id)
+    if auto is not None:
+        if auto >= 2**63:
             return None
-        where, params["id"] = "id = %(id)s AND queue = %(q)s AND job_id IS NULL", int(job_id)
+        where, params["id"] = "id = %(id)s AND queue = %(q)s AND job_id IS NULL", auto
     else:
         where, params["j"] = "queue = %(q)s AND job_id = %(j)s", job_id
     rows = store.query(f"SELECT {JOB_COLUMNS} FROM jobs WHERE {where}", params)
@@ -171,9 +173,9 @@ def outcome(store: PgStore, queue: str, rid: int, public: str) -> tuple[str, Any
             " ('completed', 'failed', 'waiting', 'delayed', 'active', 'stalled')"
             " ORDER BY id DESC LIMIT 1", {"q": queue, "j": public}).fetchall()
     if events and events[0][0] == "completed":
-        return "completed", json.loads(events[0][1]) if events[0][1] is not None else None
+        return "completed", serializers.loads(events[0][1], path=store.path)
     if events and events[0][0] == "failed":
-        return "failed", json.loads(events[0][1])
+        return "failed", serializers.loads(events[0][1], path=store.path)
     return "gone", None
 
 
@@ -187,7 +189,7 @@ def events_after(store: PgStore, queue: str, cursor: int, limit: int = 500
         " AND (xid, id) > (%(x)s::text::xid8, %(i)s)"
         " AND xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY xid, id LIMIT %(n)s",
         {"q": queue, "x": str(cursor >> _ID_BITS), "i": cursor & _ID_MASK, "n": limit})
-    return [((r[0] << _ID_BITS) | r[1], r[2], r[3], json.loads(r[4]) if r[4] is not None else None)
+    return [((r[0] << _ID_BITS) | r[1], r[2], r[3], serializers.loads(r[4], path=store.path))
             for r in rows]
 
 

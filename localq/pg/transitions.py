@@ -30,10 +30,12 @@ from typing import Any, Iterable, Sequence
 from ..errors import InvalidJobState, JobNotFound, LockError
 from ..limiter import RateLimit
 from ..options import NO_PRIORITY
+from ..transitions import auto_rowid
 from .limiter import group_filter, record_start
 
 __all__ = [
-    "JOB_COLUMNS", "REMOVED_SCHEDULE_REASON", "STALLED_REASON", "add_job", "add_log", "claim",
+    "JOB_COLUMNS", "REMOVED_SCHEDULE_REASON", "STALLED_REASON", "add_job", "add_log",
+    "auto_rowid", "claim",
     "clean", "create_occurrence", "delete_queue", "emit", "empty", "occurrence_id",
     "remove_occurrences", "extend_locks", "move_to_completed", "move_to_failed", "next_rowid",
     "note_drained", "pause", "promote", "promote_due", "public_id", "recover_stalled",
@@ -83,11 +85,12 @@ def _rows(conn: Any, sql: str, params: Any = None) -> list[Row]:
 
 def rowid_of(conn: Any, queue: str, job_id: str) -> int | None:
     """Return the row number of job *job_id* of *queue*, or ``None``."""
-    if job_id.isdigit():
-        if int(job_id) >= 2**63:
+    auto = auto_rowid(job_id)
+    if auto is not None:
+        if auto >= 2**63:
             return None
         rows = _rows(conn, "SELECT id FROM jobs WHERE id = %(id)s AND queue = %(q)s"
-                     " AND job_id IS NULL", {"id": int(job_id), "q": queue})
+                     " AND job_id IS NULL", {"id": auto, "q": queue})
     else:
         rows = _rows(conn, "SELECT id FROM jobs WHERE queue = %(q)s AND job_id = %(j)s",
                      {"q": queue, "j": job_id})
