@@ -118,10 +118,9 @@ def _emit_many(conn: Any, queue: str, events: Sequence[tuple[str, str | None, st
                  f" {', '.join(values)} RETURNING 1) SELECT {_NOTIFY}", params)
 
 
-def _watched(alias_queue: str = "%(q)s") -> str:
-    # Listeners keep queues.watch_until_ms ahead of the wall clock (see watch_queue).
-    return (f"EXISTS (SELECT 1 FROM queues WHERE name = {alias_queue}"
-            " AND watch_until_ms > %(wall)s)")
+#: Whether someone listens to the queue's global events: listeners keep
+#: queues.watch_until_ms ahead of the wall clock (see watch_queue).
+_WATCHED = "EXISTS (SELECT 1 FROM queues WHERE name = %(q)s AND watch_until_ms > %(wall)s)"
 
 
 def watch_queue(conn: Any, *, queue: str, until_ms: int) -> None:
@@ -169,7 +168,7 @@ _INSERT = (
     "  {conflict} RETURNING " + JOB_COLUMNS + "),"
     " ev AS (INSERT INTO events (queue, event, job_id, data, ts_ms)"
     "  SELECT %(q)s, %(event)s, coalesce(j.job_id, j.id::text), %(edata)s, %(now)s FROM j"
-    "  WHERE %(event)s = 'delayed' OR " + _watched() + ")"
+    "  WHERE %(event)s = 'delayed' OR " + _WATCHED + ")"
     " SELECT " + _J_COLUMNS + ", " + _NOTIFY + " FROM j"
 )
 
@@ -284,7 +283,7 @@ def claim(conn: Any, *, queue: str, token: str, owner: str, lock_ms: int, now_ms
         "  FROM next WHERE j.id = next.id RETURNING " + _J_COLUMNS + "),"
         " ev AS (INSERT INTO events (queue, event, job_id, data, ts_ms)"
         "  SELECT %(q)s, 'active', coalesce(j.job_id, j.id::text), NULL, %(now)s FROM j"
-        "  WHERE " + _watched() + ")"
+        "  WHERE " + _WATCHED + ")"
         " SELECT * FROM j"), params)
     if not rows:
         return None
