@@ -9,11 +9,12 @@ on SQLite (a file path) and on PostgreSQL (a ``postgresql://`` URL, :mod:`localq
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable
 
-__all__ = ["Backend", "sqlite_backend"]
+__all__ = ["Backend", "backend_for", "sqlite_backend"]
 
 
 @dataclass(frozen=True)
@@ -63,3 +64,22 @@ def sqlite_backend() -> Backend:
     return Backend(kind="sqlite", transitions=transitions, queries=queries, limiter=limiter,
                    lease=lease, leader_lock=_sqlite_leader_lock, watcher=Watcher,
                    sweep=_sqlite_sweep)
+
+
+def backend_for(path: str | os.PathLike[str] | None) -> tuple[Backend, str]:
+    """Return the backend of a queue path and the path to open with it.
+
+    ``None`` means ``$LOCALQ_PATH``, else ``./localq.db``. A ``postgresql://`` (or
+    ``postgres://``) URL selects PostgreSQL and is returned as given; anything else is a
+    SQLite file, resolved by ``localq._db.resolve_path``.
+
+    :raises ConfigError: a bad file path, or a URL without the PostgreSQL driver installed.
+    """
+    from .pg.url import is_postgres_url
+
+    raw = path if path is not None else os.environ.get("LOCALQ_PATH") or None
+    if is_postgres_url(raw):
+        from .pg.backend import pg_backend
+        return pg_backend(), str(raw)
+    from ._db import resolve_path
+    return sqlite_backend(), resolve_path(path)

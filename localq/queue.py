@@ -9,8 +9,8 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from . import serializers
-from .backend import Backend, sqlite_backend
-from ._db import Store, resolve_path
+from .backend import Backend, backend_for
+from ._db import Store
 from .clock import Clock, SystemClock
 from .errors import ConfigError
 from .events import EventBus
@@ -87,9 +87,16 @@ class Queue(Getters, Repeatables, Processing):
         if clock is not None and not callable(getattr(clock, "now", None)):
             raise ConfigError("clock must have a now() method returning epoch seconds")
         self._clock: Clock = clock or SystemClock()
-        self.path = resolve_path(path)
-        check_local_filesystem(self.path, allow_network_fs=self.settings.allow_network_fs)
-        self._backend: Backend = sqlite_backend()
+        self._backend: Backend
+        self._backend, target = backend_for(path)
+        if self._backend.kind == "sqlite":
+            self.path = target
+            check_local_filesystem(self.path, allow_network_fs=self.settings.allow_network_fs)
+        else:
+            # The URL with its password hidden: the path shows in messages and reprs, and
+            # the PostgreSQL modules map it back to the URL (localq.pg.url.resolve).
+            from .pg.url import remember
+            self.path = remember(target)
         #: The backend's job moves and reads (``localq.transitions`` / ``localq.queries`` on
         #: SQLite): every layer above calls them through the queue.
         self._tx = self._backend.transitions
@@ -110,6 +117,11 @@ class Queue(Getters, Repeatables, Processing):
     def _open_store(self, durability: str) -> Store:
         """Open the queue's file. A testing seam, not public API: the fault-injection tests
         override it in a subclass to open the file through their VFS (``Store(vfs=...)``)."""
+        if self._backend.kind == "postgresql":
+            from .pg.store import PgStore
+            from .pg.url import resolve
+            return PgStore(resolve(self.path), durability=durability,  # type: ignore[return-value]
+                           busy_timeout=self.settings.busy_timeout)
         return Store(self.path, durability=durability, busy_timeout=self.settings.busy_timeout)
 
     def __enter__(self) -> Queue:
@@ -350,10 +362,9 @@ class Queue(Getters, Repeatables, Processing):
 
     def _scheduler_tick(self) -> None:
         """Do the scheduler's periodic work for this queue once, on the queue's clock."""
-        from .lease import dead_owners
         owners = self._store.query("SELECT DISTINCT lock_owner FROM jobs WHERE queue = :q"
                                    " AND state = 'active'", {"q": self.name})
-        self._recover_stalled(dead_owners(self.path, [r[0] for r in owners]))
+        self._recover_stalled(self._backend.lease.dead_owners(self.path, [r[0] for r in owners]))
         if not self._store.query("SELECT 1 FROM repeats WHERE queue = :q LIMIT 1", {"q": self.name}):
             return
         from .repeats import create_due

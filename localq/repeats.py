@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from typing import TYPE_CHECKING, Any, Mapping, cast
 
 from . import transitions
@@ -39,8 +40,9 @@ if TYPE_CHECKING:
     from .queue import Queue
     from .repeat import RepeatSpec
 
-__all__ = ["Repeatables", "add_repeat", "advance", "create_due", "get_repeatable_jobs",
-           "remove_repeatable", "remove_repeatable_by_key"]
+__all__ = ["Repeatables", "add_repeat", "add_schedule", "advance", "create_due",
+           "delete_schedule", "due_keys", "get_repeatable_jobs", "remove_repeatable",
+           "remove_repeatable_by_key", "schedules"]
 
 Row = tuple[Any, ...]
 
@@ -139,6 +141,40 @@ def _add_schedule(conn: Any, *, queue: str, name: str, spec: RepeatSpec, templat
     return row
 
 
+_DUE = "SELECT key FROM repeats WHERE queue = :q AND next_ms <= :now"
+
+
+def due_keys(conn: Any, *, queue: str, now_ms: int) -> list[str]:
+    """Return the keys of *queue*'s schedules whose ``next_ms`` has come."""
+    return [str(r[0]) for r in conn.execute(_DUE, {"q": queue, "now": now_ms}).fetchall()]
+
+
+def schedules(conn: Any, *, queue: str) -> list[Row]:
+    """Return (key, name, spec, slot_ms, next_ms, count) of *queue*'s schedules, soonest
+    first and ended ones last."""
+    return list(conn.execute(
+        "SELECT key, name, spec, slot_ms, next_ms, count FROM repeats WHERE queue = :q"
+        " ORDER BY next_ms IS NULL, slot_ms, key", {"q": queue}).fetchall())
+
+
+def delete_schedule(conn: Any, *, queue: str, key: str) -> bool:
+    """Delete schedule *key* (the caller removes its occurrences in the same transaction)."""
+    return bool(conn.execute("DELETE FROM repeats WHERE queue = :q AND key = :k RETURNING 1",
+                             {"q": queue, "k": key}).fetchall())
+
+
+add_schedule = _add_schedule
+
+
+def _impl(queue: Queue) -> Any:
+    """The in-transaction schedule functions of the queue's backend (this module on SQLite,
+    :mod:`localq.pg.repeats` on PostgreSQL, which locks the schedule row first)."""
+    if queue._backend.kind == "postgresql":
+        from .pg import repeats as pg_repeats
+        return pg_repeats
+    return sys.modules[__name__]
+
+
 # -- Queue-level operations -----------------------------------------------------------------
 
 def add_repeat(queue: Queue, opts: JobOptions, text: str) -> Job:
@@ -171,8 +207,8 @@ def add_repeat(queue: Queue, opts: JobOptions, text: str) -> Job:
     template = json.dumps({"data": text, "opts": json.loads(_stored_opts(plain)),
                            "priority": opts.priority})
     with queue._store.write(durable=True) as conn:
-        row = _add_schedule(conn, queue=queue.name, name=opts.name, spec=spec,
-                            template=template, now_ms=queue._now_ms())
+        row = _impl(queue).add_schedule(conn, queue=queue.name, name=opts.name, spec=spec,
+                                        template=template, now_ms=queue._now_ms())
     queue._after_write()
     return Job(queue, row)
 
@@ -186,13 +222,13 @@ def create_due(queue: Queue) -> list[Job]:
 
     :returns: the occurrences created.
     """
-    due = "SELECT key FROM repeats WHERE queue = :q AND next_ms <= :now"
-    if not queue._store.query(due + " LIMIT 1", {"q": queue.name, "now": queue._now_ms()}):
+    if not queue._store.query(_DUE + " LIMIT 1", {"q": queue.name, "now": queue._now_ms()}):
         return []
+    impl = _impl(queue)
     with queue._store.write(durable=False) as conn:
         now = queue._now_ms()  # read under the lock: later than any other scheduler's commit
-        keys = conn.execute(due, {"q": queue.name, "now": now}).fetchall()
-        made = [advance(conn, queue=queue.name, key=str(k), now_ms=now) for (k,) in keys]
+        made = [impl.advance(conn, queue=queue.name, key=key, now_ms=now)
+                for key in impl.due_keys(conn, queue=queue.name, now_ms=now)]
     rows = [row for row in made if row is not None]
     if rows:
         queue._after_write()
@@ -209,16 +245,15 @@ def get_repeatable_jobs(queue: Queue) -> list[dict[str, Any]]:
     """
     from .repeat import RepeatSpec
 
-    rows = queue._store.query(
-        "SELECT key, name, spec, slot_ms, next_ms, count FROM repeats WHERE queue = :q"
-        " ORDER BY next_ms IS NULL, slot_ms, key", {"q": queue.name})
+    with queue._store.read() as conn:
+        rows = _impl(queue).schedules(conn, queue=queue.name)
     out = []
     for key, name, spec_text, slot_ms, next_ms, count in rows:
         ended = next_ms is None
         out.append({"key": key, "name": name, "cron": None, "every": None,
                     **RepeatSpec.from_dict(json.loads(spec_text)).public(),
                     "next": None if ended else slot_ms / 1000, "count": count,
-                    "next_job_id": None if ended else transitions.occurrence_id(key, slot_ms)})
+                    "next_job_id": None if ended else queue._tx.occurrence_id(key, slot_ms)})
     return out
 
 
@@ -253,9 +288,8 @@ def remove_repeatable_by_key(queue: Queue, key: str) -> bool:
         raise ConfigError(f"key must be a str from get_repeatable_jobs(), not {key!r}")
     with queue._store.write(durable=True) as conn:
         now = queue._now_ms()
-        existed = bool(conn.execute("DELETE FROM repeats WHERE queue = :q AND key = :k"
-                                    " RETURNING 1", {"q": queue.name, "k": key}).fetchall())
-        rows = transitions.remove_occurrences(conn, queue=queue.name, key=key, now_ms=now)
+        existed = bool(_impl(queue).delete_schedule(conn, queue=queue.name, key=key))
+        rows = queue._tx.remove_occurrences(conn, queue=queue.name, key=key, now_ms=now)
     queue._after_write()
     for row in rows:
         queue._emit_local("removed", Job(queue, row))

@@ -98,7 +98,10 @@ class Scheduler:
 
     def try_lead(self) -> bool:
         """Take leadership if nobody holds it; return whether this scheduler leads."""
-        if not self.is_leader:
+        # On PostgreSQL leadership ends with its session (a server restart, a cut network):
+        # is_locked says so, and the next round takes it again (or another process does).
+        if not self.is_leader or not self._lock.is_locked:
+            self.is_leader = False
             try:
                 self._lock.acquire(timeout=0)
                 self.is_leader = True

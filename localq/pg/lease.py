@@ -42,7 +42,7 @@ import psycopg
 
 from .errors import translate
 from .notify import KEEPALIVES
-from .url import is_postgres_url, parse_url, redact
+from .url import is_postgres_url, parse_url, redact, resolve
 
 __all__ = ["GRACE", "KEEP_INTERVAL", "PgLeaderLock", "PgLease", "acquire", "advisory_key",
            "current", "dead_owners", "forget", "is_alive", "release", "sweep"]
@@ -231,7 +231,7 @@ if hasattr(os, "register_at_fork"):
 
 def _server(url: str) -> str:
     """The libpq URL of *url*'s server and database: leases are per database, not schema."""
-    return parse_url(url).conninfo if is_postgres_url(url) else url
+    return parse_url(resolve(url)).conninfo if is_postgres_url(url) else url
 
 
 def acquire(url: str) -> PgLease:

@@ -35,7 +35,7 @@ from ..errors import ConfigError, DatabaseError
 from . import schema
 from .errors import translate
 from .notify import KEEPALIVES, Notifier
-from .url import parse_url
+from .url import parse_url, remember
 
 __all__ = ["DURABILITY_MODES", "PgStore", "translate_params"]
 
@@ -75,6 +75,7 @@ class PgStore:
         if durability not in DURABILITY_MODES:
             raise ConfigError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
         self.url = parse_url(url)
+        remember(url)
         #: The URL without its password: what messages and ``repr`` show.
         self.path = self.url.shown
         self.schema = self.url.schema

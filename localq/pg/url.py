@@ -18,9 +18,14 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigError
 
-__all__ = ["PgUrl", "is_postgres_url", "parse_url", "redact"]
+__all__ = ["PgUrl", "is_postgres_url", "parse_url", "redact", "remember", "resolve"]
 
 _SCHEMES = ("postgresql://", "postgres://")
+
+#: URL as shown (password hidden) -> the URL itself, for the URLs this process opened: a
+#: Queue's ``path`` is the shown URL (it appears in messages and reprs), and the lease and
+#: leader-lock connections, given that path, connect with the real one.
+_known: dict[str, str] = {}
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,49}\Z")
 
 
@@ -96,3 +101,16 @@ def parse_url(url: str) -> PgUrl:
                            urlencode(rest, quote_via=quote), parts.fragment))
     return PgUrl(conninfo, shown, schema, pool_size, listen in ("on", "true", "1"),
                  poll_interval)
+
+
+def remember(url: str) -> str:
+    """Record *url* and return its shown form (password hidden), which :func:`resolve` maps
+    back to *url* in this process."""
+    shown = redact(url)
+    _known[shown] = url
+    return shown
+
+
+def resolve(path: str) -> str:
+    """Return the URL that the shown URL *path* stands for (itself if unknown)."""
+    return _known.get(path, path)

@@ -27,7 +27,7 @@ ALLOWED_FRAGMENTS = {
     "_db.py": {"schema.APPLICATION_ID", "schema.SCHEMA_VERSION", "level", "pragma"},
     "limiter.py": {"_group_sql(limit)", "', '.join(marks)", "i"},
     "queries.py": {"JOB_COLUMNS", "order"},
-    "repeats.py": {"transitions.JOB_COLUMNS", "due"},
+    "repeats.py": {"transitions.JOB_COLUMNS", "due", "_DUE"},
     "transitions.py": {"JOB_COLUMNS", "_TAIL", "_NEXT_ID", "source", "dead", "guard",
                        "', '.join(marks)", "i", "name_filter", "unlocked", "' OR '.join(rules)"},
     # The PostgreSQL twins (localq/pg/): the same kind of fixed fragments.
