@@ -267,6 +267,8 @@ class Queue(Getters, Repeatables, Processing):
     def _claim_in(self, conn: Any, params: dict[str, Any]) -> tuple[Any, ...] | None:
         # The time is read under the write lock, so claims commit in time order: the limiter's
         # sliding window (and a repeat schedule's next slot) never sees a start from its future.
+        # (SQLite holds that lock since BEGIN IMMEDIATE; PostgreSQL takes the limiter's here.)
+        self._tx.lock_for_claim(conn, queue=self.name, limit=self._limit)
         now = self._now_ms()
         row = self._tx.claim(conn, now_ms=now, **params)
         self._limited_until_ms = None

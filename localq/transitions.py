@@ -63,11 +63,11 @@ from .options import NO_PRIORITY
 
 __all__ = [
     "JOB_COLUMNS", "add_job", "add_log", "auto_rowid", "claim", "clean", "create_occurrence",
-    "delete_queue", "emit", "empty", "extend_locks", "move_to_completed", "move_to_failed",
-    "note_drained", "occurrence_id", "pause", "promote", "promote_due", "public_id",
-    "recover_stalled", "register_worker", "release", "remove", "remove_occurrences", "resume",
-    "retry", "retry_failed", "rowid_of", "set_progress", "trim_events", "unregister_workers",
-    "update_data", "watch_queue",
+    "delete_queue", "emit", "empty", "extend_locks", "lock_for_claim", "move_to_completed",
+    "move_to_failed", "note_drained", "occurrence_id", "pause", "promote", "promote_due",
+    "public_id", "recover_stalled", "register_worker", "release", "remove", "remove_occurrences",
+    "resume", "retry", "retry_failed", "rowid_of", "set_progress", "trim_events",
+    "unregister_workers", "update_data", "watch_queue",
 ]
 
 #: The columns every Job snapshot is built from, in this order (see ``Job._from_row``).
@@ -321,6 +321,14 @@ def claim(conn: Any, *, queue: str, token: str, owner: str, lock_ms: int, now_ms
             advance(conn, queue=queue, key=repeat["key"], now_ms=now_ms)
     _emit_if_watched(conn, queue, "active", public_id(row[0], row[1]), now_ms)
     return row
+
+
+def lock_for_claim(conn: Any, *, queue: str, limit: RateLimit | None) -> None:
+    """Take the locks a claim of *queue* needs before the caller reads the clock.
+
+    Nothing here: ``BEGIN IMMEDIATE`` already holds the file's write lock, which serialises
+    every claim (the PostgreSQL twin takes the rate limiter's lock of a limited queue).
+    """
 
 
 def extend_locks(conn: Any, *, locks: Iterable[tuple[int, str]], lock_ms: int,

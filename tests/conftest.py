@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, settings
 
 import localq
 from localq.testing import FakeClock
+from pg_server import pg_server_url, pg_url  # noqa: F401  (fixtures)
 
 settings.register_profile("default", deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -19,10 +20,41 @@ settings.register_profile("ci", deadline=None, max_examples=200,
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+#: The backends the contract suite runs on: ``LOCALQ_TEST_BACKENDS=sqlite`` (or ``postgres``)
+#: keeps one of them.
+BACKENDS = tuple(b for b in os.environ.get("LOCALQ_TEST_BACKENDS", "sqlite,postgres").split(",")
+                 if b)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The backend of this run of a contract test: ``"sqlite"`` or ``"postgres"``."""
+    return str(request.param)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out the PostgreSQL runs of tests marked ``sqlite_only`` (file-specific promises:
+    file modes, WAL, lease files, apsw tracing)."""
+    keep, drop = [], []
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        if (spec is not None and spec.params.get("backend") == "postgres"
+                and item.get_closest_marker("sqlite_only")):
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture
-def db_path(tmp_path: Path) -> str:
-    """A fresh database path under the test's tmp_path."""
-    return str(tmp_path / "q.db")
+def db_path(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh database: a file under tmp_path, or a schema of its own on the test server."""
+    if backend == "sqlite":
+        return str(tmp_path / "q.db")
+    url = request.getfixturevalue("pg_url")
+    return str(url)
 
 
 @pytest.fixture
@@ -52,5 +84,9 @@ def snapshot() -> Callable[[localq.Queue], dict[str, list[Any]]]:
     Comparing two snapshots proves that a refused call stored nothing (not even an event).
     """
     def take(q: localq.Queue) -> dict[str, list[Any]]:
-        return {t: q._store.query(f"SELECT * FROM {t} ORDER BY rowid") for t in TABLES}
+        if q._backend.kind == "sqlite":
+            return {t: q._store.query(f"SELECT * FROM {t} ORDER BY rowid") for t in TABLES}
+        # PostgreSQL: no rowid, and no meta table (sequences hold the ids); rows sorted here.
+        return {t: sorted((tuple(r) for r in q._store.query(f"SELECT * FROM {t}")), key=repr)
+                for t in TABLES if t != "meta"}
     return take

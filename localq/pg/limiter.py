@@ -15,7 +15,7 @@ from typing import Any
 from ..limiter import RateLimit
 from .schema import ADVISORY_NAMESPACE
 
-__all__ = ["group_filter", "limited_until", "record_start"]
+__all__ = ["group_filter", "limited_until", "lock_limiter", "record_start"]
 
 #: Second namespace of advisory locks: one lock per limited queue.
 _LIMITER_LOCK = ADVISORY_NAMESPACE + 1
@@ -32,6 +32,12 @@ def _group_sql(limit: RateLimit, alias: str = "") -> str:
             else "''")
 
 
+def lock_limiter(conn: Any, queue: str) -> None:
+    """Take *queue*'s limiter lock until the end of the transaction (re-entrant)."""
+    conn.execute("SELECT pg_advisory_xact_lock(%(ns)s, hashtext(current_schema() || ':' || %(q)s))",
+                 {"ns": _LIMITER_LOCK, "q": queue})
+
+
 def group_filter(conn: Any, limit: RateLimit, queue: str, now_ms: int,
                  params: dict[str, Any]) -> str | None:
     """Return the SQL condition that skips jobs of saturated groups (adding its parameters
@@ -39,8 +45,7 @@ def group_filter(conn: Any, limit: RateLimit, queue: str, now_ms: int,
 
     Takes the queue's limiter lock until the end of the transaction.
     """
-    conn.execute("SELECT pg_advisory_xact_lock(%(ns)s, hashtext(current_schema() || ':' || %(q)s))",
-                 {"ns": _LIMITER_LOCK, "q": queue})
+    lock_limiter(conn, queue)
     conn.execute("DELETE FROM rate_starts WHERE queue = %(q)s AND ts_ms <= %(cutoff)s",
                  {"q": queue, "cutoff": now_ms - limit.duration_ms})
     full = [r[0] for r in conn.execute(

@@ -31,56 +31,30 @@ from ..errors import InvalidJobState, JobNotFound, LockError
 from ..limiter import RateLimit
 from ..options import NO_PRIORITY
 from ..transitions import auto_rowid
-from .limiter import group_filter, record_start
+from ._sql import J_COLUMNS as _J_COLUMNS
+from ._sql import JOB_COLUMNS, Row, emit, public_id
+from ._sql import NOTIFY as _NOTIFY
+from ._sql import emit_many as _emit_many
+from ._sql import note as _note
+from ._sql import rows as _rows
+from .limiter import group_filter, lock_limiter, record_start
 
 __all__ = [
     "JOB_COLUMNS", "REMOVED_SCHEDULE_REASON", "STALLED_REASON", "add_job", "add_log",
-    "auto_rowid", "claim",
-    "clean", "create_occurrence", "delete_queue", "emit", "empty", "occurrence_id",
-    "remove_occurrences", "extend_locks", "move_to_completed", "move_to_failed", "next_rowid",
-    "note_drained", "pause", "promote", "promote_due", "public_id", "recover_stalled",
-    "register_worker", "release", "remove", "resume", "retry", "retry_failed", "rowid_of",
-    "set_progress", "trim_events", "unregister_workers", "update_data", "watch_queue",
+    "auto_rowid", "claim", "clean", "create_occurrence", "delete_queue", "emit", "empty",
+    "extend_locks", "lock_for_claim", "move_to_completed", "move_to_failed", "next_rowid",
+    "note_drained", "occurrence_id", "pause", "promote", "promote_due", "public_id",
+    "recover_stalled", "register_worker", "release", "remove", "remove_occurrences", "resume",
+    "retry", "retry_failed", "rowid_of", "set_progress", "trim_events", "unregister_workers",
+    "update_data", "watch_queue",
 ]
-
-#: The columns every Job snapshot is built from, in this order (see ``Job.__init__``).
-JOB_COLUMNS = (
-    "id, job_id, name, data, opts, state, priority, timestamp_ms, delay_ms, run_at_ms,"
-    " attempts_made, stalled_count, progress, returnvalue, failed_reason, stacktrace,"
-    " processed_on_ms, finished_on_ms, lock_token, lock_expires_ms, queue"
-)
-#: The same columns qualified with the alias ``j`` (for UPDATE ... FROM).
-_J_COLUMNS = ", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))
-
-Row = tuple[Any, ...]
 
 STALLED_REASON = "job stalled more than allowable limit"
 REMOVED_SCHEDULE_REASON = "stalled after its repeat schedule was removed: not run again"
 
-#: The schema's NOTIFY channel, computed in SQL (search_path holds only our schema). The
-#: payload is ``c:<queue>`` (a change) or ``d:<queue>`` (delayed jobs changed: schedulers wake
-#: too); identical notifications of one transaction are folded into one.
-_NOTIFY = "pg_notify('localq_' || current_schema(), %(note)s)"
-
-
-def _note(queue: str, delayed: bool = False) -> str:
-    return f"{'d' if delayed else 'c'}:{queue}"
 #: A new queue position from job_seq, negated for LIFO jobs (evaluated per row).
 _TAIL = ("(CASE WHEN j.opts::jsonb @> '{\"lifo\": true}' THEN -1 ELSE 1 END)"
          " * nextval('job_seq')")
-#: The public id of a row of alias j.
-_PUBLIC = "coalesce(j.job_id, j.id::text)"
-
-
-def public_id(rowid: int, job_id: str | None) -> str:
-    """Return the id users see: the custom id, else the row number."""
-    return job_id if job_id is not None else str(rowid)
-
-
-def _rows(conn: Any, sql: str, params: Any = None) -> list[Row]:
-    # Only for statements that return rows: under pipeline mode ``description`` is unknown
-    # until the results arrive, and fetchall() is what waits for them.
-    return list(conn.execute(sql, params).fetchall())
 
 
 def rowid_of(conn: Any, queue: str, job_id: str) -> int | None:
@@ -97,27 +71,6 @@ def rowid_of(conn: Any, queue: str, job_id: str) -> int | None:
     return int(rows[0][0]) if rows else None
 
 
-def emit(conn: Any, queue: str, event: str, job_id: str | None, data: Any, now_ms: int) -> None:
-    """Append one global event row (``data`` is JSON-encoded here) and notify listeners."""
-    _emit_many(conn, queue, [(event, job_id, None if data is None else json.dumps(data))],
-               now_ms)
-
-
-def _emit_many(conn: Any, queue: str, events: Sequence[tuple[str, str | None, str | None]],
-               now_ms: int) -> None:
-    """Append event rows (data already JSON text) in one statement, in order, and notify."""
-    if not events:
-        return
-    params: dict[str, Any] = {"q": queue, "t": now_ms,
-                              "note": _note(queue, any(e[0] == "delayed" for e in events))}
-    values = []
-    for i, (event, job_id, data) in enumerate(events):
-        params.update({f"e{i}": event, f"j{i}": job_id, f"d{i}": data})
-        values.append(f"(%(q)s, %(e{i})s, %(j{i})s, %(d{i})s, %(t)s)")
-    conn.execute(f"WITH ev AS (INSERT INTO events (queue, event, job_id, data, ts_ms) VALUES"
-                 f" {', '.join(values)} RETURNING 1) SELECT {_NOTIFY}", params)
-
-
 #: Whether someone listens to the queue's global events: listeners keep
 #: queues.watch_until_ms ahead of the wall clock (see watch_queue).
 _WATCHED = "EXISTS (SELECT 1 FROM queues WHERE name = %(q)s AND watch_until_ms > %(wall)s)"
@@ -129,10 +82,6 @@ def watch_queue(conn: Any, *, queue: str, until_ms: int) -> None:
                  " ON CONFLICT (name) DO UPDATE"
                  " SET watch_until_ms = greatest(queues.watch_until_ms, excluded.watch_until_ms)",
                  {"q": queue, "u": until_ms})
-
-
-def _lifo_sign(opts_text: str) -> int:
-    return -1 if opts_text != "{}" and json.loads(opts_text).get("lifo") else 1
 
 
 def _locked_row(conn: Any, rowid: int, token: str | None, public: str) -> Row:
@@ -165,7 +114,7 @@ _INSERT = (
     "  timestamp_ms, delay_ms, run_at_ms, repeat_key)"
     "  SELECT %(q)s, %(job_id)s, %(name)s, %(data)s, %(opts)s, %(state)s, %(priority)s,"
     "   CASE WHEN %(lifo)s THEN -n ELSE n END, %(ts)s, %(delay)s, %(run_at)s, %(rk)s FROM src"
-    "  {conflict} RETURNING " + JOB_COLUMNS + "),"
+    "  {guard} {conflict} RETURNING " + JOB_COLUMNS + "),"
     " ev AS (INSERT INTO events (queue, event, job_id, data, ts_ms)"
     "  SELECT %(q)s, %(event)s, coalesce(j.job_id, j.id::text), %(edata)s, %(now)s FROM j"
     "  WHERE %(event)s = 'delayed' OR " + _WATCHED + ")"
@@ -196,9 +145,13 @@ def add_job(conn: Any, *, queue: str, name: str, data: str, opts: dict[str, Any]
         "edata": json.dumps((now_ms + delay_ms) / 1000.0) if state == "delayed" else None,
         "note": _note(queue, state == "delayed"),
     }
-    conflict = ("ON CONFLICT (queue, job_id) WHERE job_id IS NOT NULL DO NOTHING"
-                if job_id is not None else "")
-    sql = _INSERT.format(conflict=conflict)
+    # A custom id that exists adds nothing. Checked before the insert too: a conflicting
+    # INSERT would still draw an identity value, leaving a gap in the automatic ids.
+    guard, conflict = (("WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE queue = %(q)s"
+                        " AND job_id = %(job_id)s)",
+                        "ON CONFLICT (queue, job_id) WHERE job_id IS NOT NULL DO NOTHING")
+                       if job_id is not None else ("", ""))
+    sql = _INSERT.format(guard=guard, conflict=conflict)
     for _ in range(3):
         rows = _rows(conn, sql, params)
         if rows:
@@ -296,6 +249,14 @@ def claim(conn: Any, *, queue: str, token: str, owner: str, lock_ms: int, now_ms
             from .repeats import advance  # repeats builds on this module
             advance(conn, queue=queue, key=repeat["key"], now_ms=now_ms)
     return row
+
+
+def lock_for_claim(conn: Any, *, queue: str, limit: RateLimit | None) -> None:
+    """Take the locks a claim of *queue* needs before the caller reads the clock: on a queue
+    with a rate limiter, the limiter's transaction lock, so that limited claims commit in the
+    order of their clock readings (SQLite's write lock gives that to every claim)."""
+    if limit is not None:
+        lock_limiter(conn, queue)
 
 
 def extend_locks(conn: Any, *, locks: Iterable[tuple[int, str]], lock_ms: int,

@@ -6,7 +6,6 @@ from typing import Iterator
 
 import pytest
 
-from pg_server import pg_server_url, pg_url  # noqa: F401  (fixtures)
 
 
 @pytest.fixture

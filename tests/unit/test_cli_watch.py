@@ -187,6 +187,7 @@ def test_watch_in_a_terminal_redraws_in_place_and_exits_0_on_ctrl_c(db_path, sty
     assert b"Traceback" not in seen and b"KeyboardInterrupt" not in seen
 
 
+@pytest.mark.sqlite_only  # SQLite query plans
 def test_queue_names_finds_queues_in_every_state_without_scanning(db_path, clock):
     with localq.Queue("c-done", path=db_path, clock=clock) as q:
         q.add({})

@@ -34,8 +34,9 @@ ALLOWED_FRAGMENTS = {
     "pg/limiter.py": {"_group_sql(limit)"},
     "pg/queries.py": {"JOB_COLUMNS", "order", "where"},
     "pg/repeats.py": {"transitions.JOB_COLUMNS"},
+    "pg/_sql.py": {"NOTIFY", "', '.join(values)"},
     "pg/transitions.py": {"JOB_COLUMNS", "_J_COLUMNS", "_TAIL", "_NOTIFY", "_WATCHED", "guard",
-                          "unlocked", "where", "', '.join(values)"},
+                          "unlocked", "where"},
 }
 
 #: The modules that write job rows: the transitions of each backend.

@@ -15,6 +15,9 @@ from localq import doorbell, lease
 from localq.scheduler import Scheduler, leader_path
 from localq.testing import FakeClock
 
+# File leases: the PostgreSQL leases are tested in tests/pg/test_pg_lease.py.
+pytestmark = pytest.mark.sqlite_only
+
 
 def fetch(queue: localq.Queue, job_id: str) -> localq.Job:
     """The stored job (it must exist)."""

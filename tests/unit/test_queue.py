@@ -355,6 +355,7 @@ def test_get_job_with_an_id_that_only_looks_numeric_finds_nothing(queue: localq.
         queue.get_job_logs(odd)
 
 
+@pytest.mark.sqlite_only  # apsw statement tracing
 def test_get_state_is_one_read(queue: localq.Queue) -> None:
     job = queue.add()
     conn = queue._store.connection()

@@ -13,9 +13,30 @@ from typing import Any, Callable
 import pytest
 
 import localq
-from localq import transitions as tr
+from localq import transitions
 from localq.errors import InvalidJobState, JobNotFound, LockError
 from localq.testing import FakeClock
+
+
+class _Transitions:
+    """The transitions module of the queue under test: ``localq.transitions`` on SQLite, its
+    twin ``localq.pg.transitions`` on PostgreSQL (set per test by :func:`_backend_moves`)."""
+
+    module: Any = transitions
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_Transitions.module, name)
+
+
+tr: Any = _Transitions()
+
+
+@pytest.fixture(autouse=True)
+def _backend_moves(queue: localq.Queue) -> Any:
+    _Transitions.module = queue._tx
+    yield
+    _Transitions.module = transitions
+
 
 Snap = Callable[[localq.Queue], dict[str, list[Any]]]
 
