@@ -86,7 +86,13 @@ def snapshot() -> Callable[[localq.Queue], dict[str, list[Any]]]:
     def take(q: localq.Queue) -> dict[str, list[Any]]:
         if q._backend.kind == "sqlite":
             return {t: q._store.query(f"SELECT * FROM {t} ORDER BY rowid") for t in TABLES}
-        # PostgreSQL: no rowid, and no meta table (sequences hold the ids); rows sorted here.
-        return {t: sorted((tuple(r) for r in q._store.query(f"SELECT * FROM {t}")), key=repr)
+        # PostgreSQL: no rowid, and no meta table (sequences hold the ids); rows sorted here,
+        # by id first where the table has one (jobs, job_logs, events: in insertion order).
+        def key(row: tuple[Any, ...]) -> tuple[int, str]:
+            return (row[0] if isinstance(row[0], int) else 0, repr(row))
+        # The events' columns as on SQLite (the xid column is PostgreSQL's cursor).
+        columns = {"events": "id, queue, event, job_id, data, ts_ms"}
+        return {t: sorted((tuple(r) for r in q._store.query(
+                    f"SELECT {columns.get(t, '*')} FROM {t}")), key=key)
                 for t in TABLES if t != "meta"}
     return take
