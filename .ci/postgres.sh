@@ -4,13 +4,15 @@
 #     . .ci/postgres.sh
 #
 # It installs PostgreSQL with apt-get when initdb is missing, starts a server on its own port
-# (55432; never the packaged 5432 cluster) and socket directory as the `postgres` OS user
+# (a free port; never the packaged 5432 cluster) and socket directory as the `postgres` OS user
 # (initdb refuses root), exports LOCALQ_TEST_PG_URL for the tests, and installs an EXIT trap
 # that stops the server. Idempotent: run again, it reuses the data directory and a server
 # already running there. fsync is off: this server holds test data only.
 
-LOCALQ_PG_PORT="${LOCALQ_PG_PORT:-55432}"
-LOCALQ_PG_DIR="${LOCALQ_PG_DIR:-/tmp/localq-ci-pg}"
+# A fresh directory and a free port per run unless given: two runs on one machine (a
+# developer's and CI's) must never share, stop or delete each other's server.
+LOCALQ_PG_PORT="${LOCALQ_PG_PORT:-$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
+LOCALQ_PG_DIR="${LOCALQ_PG_DIR:-$(mktemp -d /tmp/localq-ci-pg.XXXXXX)}"
 
 _localq_pg_bindir() {
     local initdb
@@ -68,6 +70,7 @@ fi
 localq_pg_stop() {
     _localq_as_pg "$LOCALQ_PG_BIN/pg_ctl" -D "$LOCALQ_PG_DIR/data" -w -t 60 stop -m fast \
         >/dev/null 2>&1 || true
+    case "$LOCALQ_PG_DIR" in /tmp/localq-ci-pg.*) rm -rf "$LOCALQ_PG_DIR" ;; esac
 }
 trap localq_pg_stop EXIT
 
