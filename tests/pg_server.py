@@ -88,6 +88,8 @@ class PgServer:
     directory: str
     port: int
     pg_ctl: str
+    #: Server options given to ``postgres`` (``-c name=value ...``).
+    settings: str = _SETTINGS
     log: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -110,7 +112,7 @@ class PgServer:
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
         self._ctl("-l", self.log, "-w", "-t", "60", "start",
-                  "-o", f"-p {self.port} -k {self.directory} {_SETTINGS}")
+                  "-o", f"-p {self.port} -k {self.directory} {self.settings}")
         wait_ready(self.url)
 
     def stop(self, mode: str = "fast") -> None:
@@ -131,8 +133,11 @@ class PgServer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def start() -> PgServer:
+def start(settings: str = _SETTINGS) -> PgServer:
     """Create and start a private server in a new temporary directory.
+
+    :param settings: the server options; the default turns fsync off (test data only), the
+        benchmarks pass their own to measure with the server's durable defaults.
 
     :raises RuntimeError: PostgreSQL is not installed, or initdb / pg_ctl failed (with why).
     """
@@ -151,7 +156,7 @@ def start() -> PgServer:
                                " server (initdb refuses root)") from None
         os.chown(directory, user.pw_uid, user.pw_gid)
     os.chmod(directory, 0o700)
-    server = PgServer(directory, _free_port(), pg_ctl)
+    server = PgServer(directory, _free_port(), pg_ctl, settings)
     try:
         subprocess.run(_as_server_user([initdb, "-D", server.data, "-U", "postgres", "-A",
                                         "trust", "-E", "UTF8", "--no-sync"]),
