@@ -47,7 +47,7 @@ class Baseline:
         # The DDL runs once at a time: two processes creating the same table race.
         with self.conn.transaction():
             self.conn.execute("SELECT pg_advisory_xact_lock(7261)")
-            self.conn.execute(_DDL.format(s=schema))  # type: ignore[arg-type]
+            self.conn.execute(_DDL.format(s=schema))
         self.conn.execute("SELECT set_config('synchronous_commit', %s, false)", (sync,))
         self._insert = f"INSERT INTO {schema}.jobs (data) VALUES (%s)"
         self._claim = (f"UPDATE {schema}.jobs SET status = 'active' WHERE id = ("
@@ -57,21 +57,21 @@ class Baseline:
 
     def add(self, data: str) -> None:
         """Insert one job, committed on return."""
-        self.conn.execute(self._insert, (data,))  # type: ignore[arg-type]
+        self.conn.execute(self._insert, (data,))
 
     def add_bulk(self, items: Sequence[str]) -> None:
         """Insert *items* in one transaction (executemany, pipelined)."""
         with self.conn.transaction(), self.conn.cursor() as cur:
-            cur.executemany(self._insert, [(d,) for d in items])  # type: ignore[arg-type]
+            cur.executemany(self._insert, [(d,) for d in items])
 
     def claim(self) -> tuple[int, str] | None:
         """Take the oldest waiting job (one transaction), or None."""
-        row = self.conn.execute(self._claim).fetchone()  # type: ignore[arg-type]
+        row = self.conn.execute(self._claim).fetchone()
         return None if row is None else (int(row[0]), str(row[1]))
 
     def ack(self, job_id: int) -> None:
         """Mark a claimed job done (a second transaction)."""
-        self.conn.execute(self._ack, (job_id,))  # type: ignore[arg-type]
+        self.conn.execute(self._ack, (job_id,))
 
     def close(self) -> None:
         """Close the session."""

@@ -45,7 +45,7 @@ from benchmarks.pg_baseline import Baseline
 from localq.pg.url import parse_url
 
 #: Fast enough for the 90 s budget on the shared 2-core machine with fsync on.
-DEFAULT_N = 400
+DEFAULT_N = 1000
 BATCH = 1000
 _POLL_S = 0.002
 _ENV_URL = "LOCALQ_TEST_PG_URL"
@@ -241,8 +241,9 @@ def server_info(url: str) -> dict[str, str]:
                           "full_page_writes", "wal_sync_method")}
     cpu = "?"
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                   if line.startswith("model name"))
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f
+                       if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     info.update(nproc=str(os.cpu_count()), cpu=cpu, python=platform.python_version(),
@@ -286,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the configurations, print JSON lines and the table; return the exit status."""
     args = _parser().parse_args(argv)
     server = None if args.url else _private_server()
-    url = parse_url(args.url or server.url).conninfo
+    url = parse_url(args.url if server is None else server.url).conninfo
     run = uuid.uuid4().hex[:8]
     wanted = set(args.workloads.split(","))
     rows: list[dict[str, Any]] = []
@@ -311,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             for schema in schemas:
-                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")  # type: ignore[arg-type]
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         if server is not None:
             server.destroy()
     return 0
