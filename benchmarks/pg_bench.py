@@ -261,8 +261,11 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     for i, r in ours:
         b = base.get((r["workload"], i + 1))
         ratio = f"{r['ops_per_s'] / b['ops_per_s']:.2f}" if b and b["ops_per_s"] else "-"
-        lost = "-" if "lost" not in r else f"{r['lost']}/{b['lost'] if b else '-'}"
-        twice = "-" if "lost" not in r else f"{r['completed_twice']}/{b['completed_twice'] if b else '-'}"
+        # W4 only: localq's count / the baseline's.
+        lost = twice = "-"
+        if "lost" in r and b:
+            lost = f"{r['lost']}/{b['lost']}"
+            twice = f"{r['completed_twice']}/{b['completed_twice']}"
         lines.append(f"{r['workload']:<9}{r['level']:<8}{b['level'] if b else '-':<9}"
                      f"{r['n']:>6}{r['ops_per_s']:>10.0f}"
                      f"{b['ops_per_s'] if b else 0:>11.0f}{ratio:>7}{lost:>6}{twice:>6}")
