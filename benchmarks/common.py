@@ -36,6 +36,20 @@ store, in one process, used from one thread.
 ``close() -> None``
     Release everything; the workdir is deleted afterwards.
 
+``prepare(data: str) -> object`` (optional)
+    Turn a payload into what ``add`` takes, before the clock starts (localq's ``add``
+    takes a Python value, not JSON text: decoding it is not the library's work).
+    ``add_bulk`` receives prepared payloads too.  Without it, payloads stay text.
+
+A backend with a fixed durability of its own (localq's ``durability`` modes) sets
+``Backend.mode``: it is opened with that mode whatever the row group's level, and
+``settings().synchronous`` must report it (``"SAFE"`` when commits that create user
+data are fsynced and processing steps are not).  ``Backend.levels`` says, per
+workload, in which level's row group it runs (beside the raw row it is compared
+with, so repeats interleave with it); ``Backend.workloads`` replaces a workload's
+function (localq's W3 drains with its real ``Worker``).  ``Backend.targets`` are the
+DESIGN.md figures its rows are held to; the table prints them next to the ratios.
+
 W4 runs consumers in processes started with ``spawn``: the :class:`Backend` record is
 pickled into each child, so ``open`` (and ``consumer``) must be module-level
 functions.  ``Backend.consumer`` is the worker-process entry: ``None`` means the
@@ -55,7 +69,7 @@ import platform
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, Protocol
 
@@ -134,6 +148,29 @@ class ConsumerContext:
 
 
 @dataclass(frozen=True)
+class Target:
+    """A DESIGN.md "Figures to reach" line: ``ops/s >= ratio x`` the raw row at ``base``.
+
+    :param base: ``"NORMAL"`` (``raw``) or ``"FULL"`` (``raw-full``).
+    :param ratio: the least ratio that meets the target.
+    :param exact: also require 0 lost and 0 completed twice (W4).
+    """
+
+    base: str
+    ratio: float
+    exact: bool = False
+
+    def describe(self) -> str:
+        """Return the target as printed, e.g. ``">= 0.8 x raw-full"``."""
+        text = f">= {self.ratio:g} x {'raw' if self.base == 'NORMAL' else 'raw-full'}"
+        return text + ", 0 lost/twice" if self.exact else text
+
+
+#: A workload function: ``(backend, workdir, n, sync) -> Result``.
+WorkloadFn = Callable[["Backend", str, int, str], "Result"]
+
+
+@dataclass(frozen=True)
 class Backend:
     """A benchmarked backend: how to open it and what it can do.
 
@@ -145,6 +182,11 @@ class Backend:
     :param supports_bulk: whether ``add_bulk`` is a real API of the backend (W2).
     :param consumer: the W4 worker-process entry, or ``None`` for the generic loop.
     :param note: what a reader must know to judge its rows (API used, quirks).
+    :param mode: a fixed durability label (see the module docstring), or ``None``.
+    :param levels: workload -> the levels whose row group it runs in; a workload not
+        listed is not run.  ``None``: every workload at every level.
+    :param workloads: workload -> a function replacing the generic one.
+    :param targets: workload -> the DESIGN.md target of its row.
     """
 
     name: str
@@ -155,6 +197,16 @@ class Backend:
     supports_bulk: bool = False
     consumer: Callable[[ConsumerContext], None] | None = None
     note: str = ""
+    mode: str | None = None
+    levels: Mapping[str, tuple[str, ...]] | None = None
+    workloads: Mapping[str, WorkloadFn] | None = None
+    targets: Mapping[str, Target] = field(default_factory=dict)
+
+    def runs(self, workload: str, level: str) -> bool:
+        """Whether this backend has a row for *workload* in *level*'s row group."""
+        if workload == "W2" and not self.supports_bulk:
+            return False
+        return self.levels is None or level in self.levels.get(workload, ())
 
 
 @dataclass
@@ -167,6 +219,9 @@ class Result:
     ``note`` is about this run, ``backend_note`` (``Backend.note``) about the backend.
     ``error`` is set when the configuration failed; ``failed_runs`` counts the
     ``--repeat`` runs that failed when others succeeded (their error is in ``note``).
+    ``x_raw``/``x_raw_full`` are the ratios to raw's row of the same workload at
+    NORMAL and FULL, and ``target``/``target_met`` the DESIGN.md target, filled in by
+    :func:`annotate` once the whole run is done.
     """
 
     workload: str
@@ -190,6 +245,10 @@ class Result:
     backend_note: str = ""
     error: str | None = None
     failed_runs: int = 0
+    x_raw: float | None = None
+    x_raw_full: float | None = None
+    target: str | None = None
+    target_met: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as a JSON-ready dict."""
@@ -257,7 +316,19 @@ def environment() -> dict[str, str]:
         "apsw": apsw.apsw_version(),
         "sqlite (apsw)": apsw.sqlite_lib_version(),
         "sqlite (stdlib sqlite3)": sqlite3.sqlite_version,
+        "cpu": _cpu_model(),
     }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
 
 
 def make_tempdir(parent: str | None) -> str:
@@ -283,26 +354,57 @@ def _fmt(value: float | int | None, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
-def format_table(results: Sequence[Result]) -> str:
-    """Render results as a text table with ratios to raw and raw-full.
+def annotate(results: Sequence[Result], backends: Sequence[Backend]) -> None:
+    """Fill in each result's ratios to raw and raw-full and its target verdict.
 
-    ``x raw`` and ``x raw-full`` divide a row's ops/s by the raw backend's at
+    ``x_raw`` and ``x_raw_full`` divide a row's ops/s by the raw backend's at
     synchronous NORMAL and FULL on the same workload: the ratios DESIGN.md's
     "Figures to reach" are written in.
     """
     raw = {(r.workload, r.synchronous): r.ops_per_s
            for r in results if r.backend == "raw" and r.error is None}
+    targets = {b.name: b.targets for b in backends}
+    for r in results:
+        if r.error is not None:
+            continue
+        base, full = raw.get((r.workload, "NORMAL")), raw.get((r.workload, "FULL"))
+        r.x_raw = r.ops_per_s / base if base else None
+        r.x_raw_full = r.ops_per_s / full if full else None
+        target = targets.get(r.backend, {}).get(r.workload)
+        if target is None:
+            continue
+        r.target = target.describe()
+        ratio = r.x_raw if target.base == "NORMAL" else r.x_raw_full
+        if ratio is None:
+            r.target_met = None
+            continue
+        met = ratio >= target.ratio
+        if target.exact:
+            met = met and r.lost == 0 and r.completed_twice == 0
+        r.target_met = met
+
+
+def _verdict(r: Result) -> str:
+    if r.target is None:
+        return ""
+    word = {True: "met", False: "MISSED", None: "no baseline"}[r.target_met]
+    return f"{r.target}: {word}"
+
+
+def format_table(results: Sequence[Result]) -> str:
+    """Render results as a text table: ratios to raw and raw-full, then the target.
+
+    Call :func:`annotate` first (the ratios and verdicts are read from the results).
+    """
     header = ["workload", "backend", "sync", "n", "procs", "ops/s", "x raw", "x raw-full",
-              "p50 ms", "p99 ms", "pages/op", "lost", "twice", "note"]
+              "target", "p50 ms", "p99 ms", "pages/op", "lost", "twice", "note"]
     rows = [header]
     for r in results:
-        base, full = raw.get((r.workload, "NORMAL")), raw.get((r.workload, "FULL"))
         ok = r.error is None
         rows.append([
             r.workload, r.backend, r.synchronous, str(r.n), r.concurrency,
             _fmt(r.ops_per_s) if ok else "ERROR",
-            f"{r.ops_per_s / base:.2f}" if ok and base else "-",
-            f"{r.ops_per_s / full:.2f}" if ok and full else "-",
+            _fmt(r.x_raw, 2), _fmt(r.x_raw_full, 2), _verdict(r),
             _fmt(r.p50_ms, 3), _fmt(r.p99_ms, 3), _fmt(r.pages_per_op, 2),
             _fmt(r.lost), _fmt(r.completed_twice),
             r.error if r.error else r.note,
@@ -310,7 +412,7 @@ def format_table(results: Sequence[Result]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     lines = []
     for i, row in enumerate(rows):
-        cells = [c.rjust(w) if 3 <= j <= 12 else c.ljust(w)
+        cells = [c.rjust(w) if 3 <= j <= 13 and j != 8 else c.ljust(w)
                  for j, (c, w) in enumerate(zip(row, widths))]
         lines.append("  ".join(cells + [row[-1]]).rstrip())
         if i == 0:
@@ -322,9 +424,13 @@ def format_table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: str, results: Sequence[Result], env: dict[str, str]) -> None:
-    """Write every result and the environment to ``path`` as one JSON document."""
+def write_json(path: str, results: Sequence[Result], env: dict[str, str],
+               extra: Mapping[str, Any] | None = None) -> None:
+    """Write every result and the environment to ``path`` as one JSON document.
+
+    :param extra: more sections (``scale``, ``latency``) to write beside ``results``.
+    """
     with open(path, "w", encoding="utf-8") as f:
-        json.dump({"environment": env, "results": [r.to_dict() for r in results]}, f,
-                  indent=1, sort_keys=True)
+        json.dump({"environment": env, "results": [r.to_dict() for r in results],
+                   **(extra or {})}, f, indent=1, sort_keys=True)
         f.write("\n")

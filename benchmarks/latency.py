@@ -31,7 +31,7 @@ import apsw
 
 import localq
 
-__all__ = ["main"]
+__all__ = ["FIGURES", "format_rows", "main", "measure"]
 
 # The worker process: processes QUEUE of DB and appends "job_id start_time pid" per job to LOG.
 # Jobs with data {"hold": s} sleep s seconds (to be killed mid-job).
@@ -235,8 +235,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", choices=["recovery", "pickup", "delayed_lag", "idle_cpu"],
                         action="append", help="measure only these figures")
     args = parser.parse_args(argv)
-    quick = args.quick
-    wanted = args.only or ["recovery", "pickup", "delayed_lag", "idle_cpu"]
+    measure(args.only or list(FIGURES), quick=args.quick)
+    return 0
+
+
+#: Every figure, in the order they run.
+FIGURES = ("recovery", "pickup", "delayed_lag", "idle_cpu")
+
+
+def measure(wanted: Sequence[str], *, quick: bool) -> list[dict[str, Any]]:
+    """Measure the *wanted* figures, printing each as one JSON line; return them."""
+    rows = []
     with tempfile.TemporaryDirectory(prefix="localq-latency-") as tmp:
         for figure in wanted:
             if figure == "recovery":
@@ -250,7 +259,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             row.update(apsw=apsw.apsw_version(), sqlite=apsw.sqlite_lib_version(),
                        localq=localq.__version__)
             print(json.dumps(row), flush=True)
-    return 0
+            rows.append(row)
+    return rows
+
+
+def format_rows(rows: Sequence[dict[str, Any]]) -> str:
+    """Render the figures as lines of text with their targets."""
+    lines = []
+    for row in rows:
+        figure = row["figure"]
+        if figure == "recovery":
+            text = (f"recovery after SIGKILL: follower {row['follower_killed_max']:.3f} s, leader"
+                    f" {row['leader_killed_max']:.3f} s (max of {row['rounds']})")
+            met = max(row["follower_killed_max"], row["leader_killed_max"]) <= 1.0
+        elif figure in ("pickup", "delayed_lag"):
+            text = (f"{figure.replace('_', ' ')}: p50 {row['p50']:.2f} ms, p99 {row['p99']:.2f} ms"
+                    f" (n={row['n']})")
+            met = row["p99"] <= 50 and (figure != "pickup" or row["p50"] <= 5)
+        elif "value" in row:
+            text = f"idle worker CPU: {row['value']:.2f} % of one core over {row['seconds']:g} s"
+            met = row["value"] <= 1
+        else:
+            lines.append(f"{figure}: {row.get('skipped', 'not measured')}")
+            continue
+        lines.append(f"{text}  [{row['target']}: {'met' if met else 'MISSED'}]")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

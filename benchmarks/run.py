@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shutil
 import sys
 import tempfile
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from benchmarks import peers, raw
 from benchmarks.common import (
@@ -25,6 +27,7 @@ from benchmarks.common import (
     TMPDIR_ENV,
     Backend,
     Result,
+    annotate,
     emit_json_line,
     environment,
     format_table,
@@ -65,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="run each configuration K times and keep the median by ops/s: "
                         "the machine is shared and noisy (default %(default)s)")
     p.add_argument("--json", metavar="PATH", help="also write all results to PATH")
+    p.add_argument("--scale", choices=("quick", "full"),
+                   help="also run benchmarks.scale (full: DESIGN.md's 1,000,000 jobs, minutes)")
+    p.add_argument("--latency", choices=("quick", "full"),
+                   help="also run benchmarks.latency (recovery, pickup, delayed lag, idle CPU)")
     p.add_argument("--tmpdir", metavar="DIR",
                    help=f"parent of the run's temporary directory (default ${TMPDIR_ENV} "
                         "or the system temp dir); removed at the end")
@@ -123,7 +130,8 @@ def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None
 def _run_once(workload: str, backend: Backend, n: int, sync: str, workdir: str) -> Result:
     config_dir = tempfile.mkdtemp(prefix=f"{workload}-{sync}-{backend.name}-", dir=workdir)
     try:
-        return WORKLOADS[workload](backend, config_dir, n, sync)
+        function = (backend.workloads or {}).get(workload) or WORKLOADS[workload]
+        return function(backend, config_dir, n, sync)
     except Exception as exc:  # one failing backend must not end the run
         traceback.print_exc(file=sys.stderr)
         return Result(workload=workload, backend=backend.name, n=n, synchronous=sync,
@@ -172,14 +180,19 @@ def run(args: argparse.Namespace, backends: Sequence[Backend],
     Repeats go round the backends (raw, peer, ..., raw, peer, ...) rather than
     repeating one backend K times in a row, so a noisy spell on the shared machine
     (fsync latency varies several-fold here) hits every backend of a row group alike.
+    A row group is one workload at one synchronous level; a backend with a fixed
+    durability mode (localq) joins the group of the raw row its target compares with.
     """
     results: list[Result] = []
     for workload in args.workloads:
-        group = [b for b in backends if workload != "W2" or b.supports_bulk]
         for b in backends:
-            if b not in group:
+            if workload == "W2" and not b.supports_bulk:
                 print(f"skip {b.name} W2: no bulk add API", file=sys.stderr)
+            elif not any(b.runs(workload, level) for level in args.sync):
+                print(f"skip {b.name} {workload}: not run at --sync {','.join(args.sync)}",
+                      file=sys.stderr)
         for sync in args.sync:
+            group = [b for b in backends if b.runs(workload, sync)]
             n = _size(workload, sync, args)
             runs: dict[str, list[Result]] = {b.name: [] for b in group}
             for _ in range(args.repeat):
@@ -204,17 +217,43 @@ def main(argv: list[str] | None = None) -> int:
     for name, why in skipped:
         print(f"skip {name}: {why}", file=sys.stderr)
     env = environment()
+    load_before = _load()
+    extra: dict[str, list[dict[str, Any]]] = {}
     workdir = make_tempdir(args.tmpdir)
     try:
         results, ok = run(args, backends, workdir)
+        if args.scale:
+            from benchmarks import scale
+            extra["scale"] = scale.run(workdir, args.scale == "full")
+        if args.latency:
+            from benchmarks import latency
+            extra["latency"] = latency.measure(latency.FIGURES, quick=args.latency == "quick")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    env["load average (start, end)"] = f"{load_before} / {_load()}"
     print()
     print("  ".join(f"{k}: {v}" for k, v in env.items()))
+    annotate(results, backends)
     print(format_table(results))
+    if "scale" in extra:
+        from benchmarks import scale
+        print()
+        print(scale.format_rows(extra["scale"]))
+    if "latency" in extra:
+        from benchmarks import latency
+        print()
+        print(latency.format_rows(extra["latency"]))
     if args.json:
-        write_json(args.json, results, env)
+        write_json(args.json, results, env, extra)
     return 0 if ok else 1
+
+
+def _load() -> str:
+    """The 1-minute load average (other processes compete for the cores), or "?"."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "?"
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import multiprocessing.process
 import os
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 from contextlib import contextmanager
 
 from benchmarks.common import (
@@ -38,25 +39,28 @@ _READY_TIMEOUT_S = 60.0
 
 
 @contextmanager
-def _opened(backend: Backend, workdir: str, sync: str) -> Iterator[Adapter]:
+def opened(backend: Backend, workdir: str, sync: str) -> Iterator[Adapter]:
     """Open ``backend`` and check the pragmas in force are the ones asked for.
+
+    A backend with a fixed ``mode`` must report that mode instead of ``sync``.
 
     :raises RuntimeError: if the adapter runs under another journal mode or
         synchronous level, which would make its row lie.
     """
     adapter = backend.open(workdir, sync)
+    expected = backend.mode or sync
     try:
         settings = adapter.settings()
-        if settings.synchronous != sync or settings.journal_mode.lower() != "wal":
+        if settings.synchronous != expected or settings.journal_mode.lower() != "wal":
             raise RuntimeError(
                 f"{backend.name} runs with journal_mode={settings.journal_mode} "
-                f"synchronous={settings.synchronous}, asked for WAL/{sync}")
+                f"synchronous={settings.synchronous}, asked for WAL/{expected}")
         yield adapter
     finally:
         adapter.close()
 
 
-def _result(backend: Backend, adapter: Adapter, workload: str, n: int, seconds: float,
+def make_result(backend: Backend, adapter: Adapter, workload: str, n: int, seconds: float,
             concurrency: str = "1", pages0: int | None = None) -> Result:
     settings = adapter.settings()
     pages1 = adapter.pages_written()
@@ -69,14 +73,22 @@ def _result(backend: Backend, adapter: Adapter, workload: str, n: int, seconds: 
         sqlite_version=backend.sqlite_version, backend_note=backend.note)
 
 
-def _join(*notes: str) -> str:
+def prepared(adapter: Adapter, payloads: list[str]) -> list[Any]:
+    """Return the payloads as the adapter's ``add`` takes them (its optional ``prepare``)."""
+    prepare = getattr(adapter, "prepare", None)
+    return payloads if prepare is None else [prepare(p) for p in payloads]
+
+
+def join_notes(*notes: str) -> str:
+    """Join the non-empty notes of a row with "; "."""
     return "; ".join(note for note in notes if note)
 
 
 def w1_add(backend: Backend, workdir: str, n: int, sync: str) -> Result:
     """W1: add ``n`` jobs one by one, each add its own transaction."""
-    payloads = [make_payload(i) for i in range(n)]
-    with _opened(backend, workdir, sync) as adapter:
+    texts = [make_payload(i) for i in range(n)]
+    with opened(backend, workdir, sync) as adapter:
+        payloads = prepared(adapter, texts)
         pages0 = adapter.pages_written()
         lat: list[float] = []
         clock = time.perf_counter
@@ -86,7 +98,7 @@ def w1_add(backend: Backend, workdir: str, n: int, sync: str) -> Result:
             adapter.add(data)
             lat.append(clock() - t)
         seconds = clock() - start
-        result = _result(backend, adapter, "W1", n, seconds, pages0=pages0)
+        result = make_result(backend, adapter, "W1", n, seconds, pages0=pages0)
     result.p50_ms, result.p99_ms = latency_ms(lat)
     return result
 
@@ -94,9 +106,10 @@ def w1_add(backend: Backend, workdir: str, n: int, sync: str) -> Result:
 def w2_add_bulk(backend: Backend, workdir: str, n: int, sync: str) -> Result:
     """W2: add ``n`` jobs in batches of :data:`BULK_BATCH`, one transaction each."""
     batch = min(BULK_BATCH, n)
-    payloads = [make_payload(i) for i in range(n)]
-    batches = [payloads[i:i + batch] for i in range(0, n, batch)]
-    with _opened(backend, workdir, sync) as adapter:
+    texts = [make_payload(i) for i in range(n)]
+    with opened(backend, workdir, sync) as adapter:
+        payloads = prepared(adapter, texts)
+        batches = [payloads[i:i + batch] for i in range(0, n, batch)]
         pages0 = adapter.pages_written()
         lat: list[float] = []
         clock = time.perf_counter
@@ -106,17 +119,17 @@ def w2_add_bulk(backend: Backend, workdir: str, n: int, sync: str) -> Result:
             adapter.add_bulk(items)
             lat.append(clock() - t)
         seconds = clock() - start
-        result = _result(backend, adapter, "W2", n, seconds, pages0=pages0)
+        result = make_result(backend, adapter, "W2", n, seconds, pages0=pages0)
     result.p50_ms, result.p99_ms = latency_ms(lat)
     result.batch = batch
     return result
 
 
-def _prefill(backend: Backend, workdir: str, n: int) -> None:
+def prefill(backend: Backend, workdir: str, n: int) -> None:
     """Add ``n`` jobs before a timed drain, at NORMAL: filling is not what W3 measures."""
     adapter = backend.open(workdir, "NORMAL")
     try:
-        payloads = [make_payload(i) for i in range(n)]
+        payloads = prepared(adapter, [make_payload(i) for i in range(n)])
         if backend.supports_bulk:
             for i in range(0, n, BULK_BATCH):
                 adapter.add_bulk(payloads[i:i + BULK_BATCH])
@@ -129,8 +142,8 @@ def _prefill(backend: Backend, workdir: str, n: int) -> None:
 
 def w3_drain(backend: Backend, workdir: str, n: int, sync: str) -> Result:
     """W3: one consumer drains ``n`` waiting jobs, claim then ack, no-op handler."""
-    _prefill(backend, workdir, n)
-    with _opened(backend, workdir, sync) as adapter:
+    prefill(backend, workdir, n)
+    with opened(backend, workdir, sync) as adapter:
         pages0 = adapter.pages_written()
         lat: list[float] = []
         drained = 0
@@ -145,10 +158,10 @@ def w3_drain(backend: Backend, workdir: str, n: int, sync: str) -> Result:
             lat.append(clock() - t)
             drained += 1
         seconds = clock() - start
-        result = _result(backend, adapter, "W3", n, seconds, pages0=pages0)
+        result = make_result(backend, adapter, "W3", n, seconds, pages0=pages0)
     result.p50_ms, result.p99_ms = latency_ms(lat)
     if drained != n:
-        result.note = _join(f"drained {drained} of {n}", result.note)
+        result.note = join_notes(f"drained {drained} of {n}", result.note)
     return result
 
 
@@ -234,7 +247,7 @@ def w4_end_to_end(backend: Backend, workdir: str, n: int, sync: str,
     done = mp.Event()
     # The producer opens first, so the store and its schema exist before the
     # consumers open it (peers that create tables on open race otherwise).
-    with _opened(backend, workdir, sync) as adapter:
+    with opened(backend, workdir, sync) as adapter:
         ctxs = [ConsumerContext(backend=backend, workdir=workdir, sync=sync, index=i,
                                 report_path=os.path.join(workdir, f"consumer-{i}.json"),
                                 ready=mp.Event(), producer_done=done, poll_s=poll_s)
@@ -275,13 +288,13 @@ def w4_end_to_end(backend: Backend, workdir: str, n: int, sync: str,
             latencies += report["latencies"]
             if report["last_ack"] is not None:
                 end = max(end, report["last_ack"])
-        result = _result(backend, adapter, "W4", n, end - start,
+        result = make_result(backend, adapter, "W4", n, end - start,
                          concurrency=f"1+{consumers}")
     distinct = len(set(seqs))
     result.lost = n - distinct
     result.completed_twice = len(seqs) - distinct
     result.p50_ms, result.p99_ms = latency_ms(latencies)
-    result.note = _join(f"adds alone {n / add_seconds:,.0f}/s", result.note)
+    result.note = join_notes(f"adds alone {n / add_seconds:,.0f}/s", result.note)
     return result
 
 

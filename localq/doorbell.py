@@ -135,6 +135,10 @@ class Hub:
         self.pid = os.getpid()
         self._lock = threading.Lock()
         self._watchers: weakref.WeakSet[Watcher] = weakref.WeakSet()
+        #: A snapshot of _watchers as weak references, rebuilt when one is added or removed:
+        #: every commit of this process wakes them, and iterating the WeakSet cost more than
+        #: the wake-ups.
+        self._snapshot: tuple[weakref.ref[Watcher], ...] = ()
         self._users = 0
         self._armed = {CHANGE: 0, SCHEDULE: 0}
         self._bell: _Bell | None = None
@@ -152,11 +156,13 @@ class Hub:
     def add(self, watcher: Watcher) -> None:
         with self._lock:
             self._watchers.add(watcher)
+            self._snapshot = tuple(weakref.ref(w) for w in self._watchers)
             self._users += 1
 
     def remove(self, watcher: Watcher) -> None:
         with self._lock:
             self._watchers.discard(watcher)
+            self._snapshot = tuple(weakref.ref(w) for w in self._watchers)
             self._users -= 1
             last = self._users <= 0
         if last:
@@ -183,8 +189,9 @@ class Hub:
             self._bell.set_flags(flags | (SCHEDULE if self._armed[SCHEDULE] else 0))
 
     def _wake_local(self, queue: str | None, delayed: bool) -> None:
-        for watcher in list(self._watchers):
-            if queue is None or watcher.name == queue:
+        for ref in self._snapshot:
+            watcher = ref()
+            if watcher is not None and (queue is None or watcher.name == queue):
                 watcher._wake(delayed)
 
     # -- ringing -----------------------------------------------------------------------------

@@ -63,7 +63,11 @@ class Job:
     ``returnvalue``, ``processed_on``, ``finished_on``.
     """
 
-    def __init__(self, queue: Queue, row: tuple[Any, ...], *, token: str | None = None) -> None:
+    def __init__(self, queue: Queue, row: tuple[Any, ...], *, token: str | None = None,
+                 written: bool = False) -> None:
+        """:param written: *row* holds what this process just wrote (an add), not what was
+            read: its data is decoded on first use. Data read from the file is decoded here,
+            so that a damaged value raises :class:`DatabaseError` where it was read."""
         (rowid, job_id, self.name, data, opts, state, priority, timestamp_ms, delay_ms,
          run_at_ms, self.attempts_made, self.stalled_count, progress, returnvalue,
          self.failed_reason, stacktrace, processed_ms, finished_ms, _lock_token,
@@ -72,29 +76,53 @@ class Job:
         self._rowid: int = rowid
         self.id: str = queue._tx.public_id(rowid, job_id)
         path = queue.path
-        self.data: Any = serializers.loads(data, path=path)
+        #: The data's JSON text while it is not decoded yet (see the ``data`` property).
+        self._data_text: str | None = None
+        if written:
+            self._data: Any = None
+            self._data_text = data
+        else:
+            self._data = serializers.loads(data, path=path)
         self.opts: dict[str, Any] = dict(_DEFAULT_OPTS)
         if opts != "{}":
             self.opts.update(serializers.loads(opts, path=path))
         # These options live in their own columns, not in the stored opts JSON.
-        self.opts.update(name=self.name, job_id=job_id, timestamp=timestamp_ms / 1000.0,
+        timestamp = timestamp_ms / 1000.0
+        self.opts.update(name=self.name, job_id=job_id, timestamp=timestamp,
                          priority=None if priority == NO_PRIORITY else priority)
         self._state: str = state
-        self.timestamp: float = timestamp_ms / 1000.0
+        self.timestamp: float = timestamp
         self.delay: float = delay_ms / 1000.0
         self._run_at: float = run_at_ms / 1000.0
         self._progress: Any = serializers.loads(progress, path=path) if progress is not None else 0
-        self.returnvalue: Any = serializers.loads(returnvalue, path=path)
+        self.returnvalue: Any = (None if returnvalue is None
+                                 else serializers.loads(returnvalue, path=path))
         self.stacktrace: list[str] = serializers.loads(stacktrace, path=path) if stacktrace else []
-        self.processed_on: float | None = _seconds(processed_ms)
-        self.finished_on: float | None = _seconds(finished_ms)
-        self._lock_expires: float | None = _seconds(lock_expires_ms)
+        self.processed_on: float | None = None if processed_ms is None else processed_ms / 1000.0
+        self.finished_on: float | None = None if finished_ms is None else finished_ms / 1000.0
+        self._lock_expires: float | None = (None if lock_expires_ms is None
+                                            else lock_expires_ms / 1000.0)
         self._token = token
         self._discarded = False
         self._cancelled = False
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.name!r} {self._state} queue={self.queue.name!r}>"
+
+    @property
+    def data(self) -> Any:
+        """The job's data (a strict-JSON value)."""
+        text = self._data_text
+        if text is not None:
+            # Text this process encoded itself: it decodes (a race decodes it twice, alike).
+            self._data = json.loads(text)
+            self._data_text = None
+        return self._data
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        self._data = value
+        self._data_text = None
 
     # -- helpers ---------------------------------------------------------------------------
 

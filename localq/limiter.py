@@ -55,7 +55,7 @@ def group_filter(conn: Any, limit: RateLimit, queue: str, now_ms: int,
     conn.execute("DELETE FROM rate_starts WHERE queue = :q AND ts_ms <= :cutoff",
                  {"q": queue, "cutoff": cutoff})
     full = [r[0] for r in conn.execute(
-        "SELECT grp FROM rate_starts WHERE queue = :q GROUP BY grp HAVING count(*) >= :max",
+        "SELECT grp FROM rate_starts WHERE queue = +:q GROUP BY grp HAVING count(*) >= :max",
         {"q": queue, "max": limit.max}).fetchall()]
     if not full:
         return ""
@@ -81,7 +81,7 @@ def limited_until(conn: Any, limit: RateLimit, queue: str, now_ms: int) -> int |
     """Return when the first saturated group frees a slot (epoch ms), or None if none is full."""
     rows = conn.execute(
         "SELECT min(first) FROM (SELECT min(ts_ms) + :dur AS first FROM rate_starts"
-        " WHERE queue = :q AND ts_ms > :cutoff GROUP BY grp HAVING count(*) >= :max)",
+        " WHERE queue = +:q AND ts_ms > :cutoff GROUP BY grp HAVING count(*) >= :max)",
         {"q": queue, "dur": limit.duration_ms, "cutoff": now_ms - limit.duration_ms,
          "max": limit.max}).fetchall()
     return None if not rows or rows[0][0] is None else int(rows[0][0])

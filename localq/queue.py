@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections import abc
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["Queue"]
 
 _DEFAULTS = asdict(JobOptions())
+_BULK_KEYS = frozenset({"name", "data", "opts"})
 #: Options stored in their own columns, not in the row's opts JSON.
 _COLUMN_OPTS = frozenset({"name", "timestamp", "job_id", "priority"})
 _MAX_REASON = 10_000
@@ -79,6 +81,7 @@ class Queue(Getters, Repeatables, Processing):
             raise ConfigError("default_job_options must be a dict of add() options")
         self._default_opts = dict(default_job_options or {})
         self._base_opts = merge_job_options(self._default_opts, {})  # fail now, not at add()
+        self._base_stored = _stored_opts(self._base_opts)
         self.limiter = Limiter.from_mapping(limiter)
         self._limit = compile_limit(self.limiter)
         #: When the last empty claim was held back by the limiter: the epoch ms at which a
@@ -158,14 +161,19 @@ class Queue(Getters, Repeatables, Processing):
                                  limit=self.settings.max_data_bytes)
         return opts, text
 
+    def _columns(self, opts: JobOptions, text: str, now: int) -> dict[str, Any]:
+        """Return add_job's keywords (but queue, opts, now_ms and rowid) for one job."""
+        # The queue's default options (validated once) serialise to the same text each time.
+        stored = self._base_stored if opts is self._base_opts else _stored_opts(opts)
+        return {"name": opts.name, "data": text, "stored_opts": stored, "job_id": opts.job_id,
+                "priority": opts.priority, "delay_ms": int(opts.delay * 1000),
+                "lifo": opts.lifo,
+                "timestamp_ms": now if opts.timestamp is None else int(opts.timestamp * 1000)}
+
     def _insert(self, conn: Any, opts: JobOptions, text: str, now: int,
                 rowid: int | None = None) -> tuple[tuple[Any, ...], bool]:
-        return self._tx.add_job(
-            conn, queue=self.name, name=opts.name, data=text, opts={},
-            stored_opts=_stored_opts(opts), job_id=opts.job_id, priority=opts.priority,
-            delay_ms=int(opts.delay * 1000), lifo=opts.lifo,
-            timestamp_ms=now if opts.timestamp is None else int(opts.timestamp * 1000),
-            now_ms=now, rowid=rowid)
+        return self._tx.add_job(conn, queue=self.name, opts={}, now_ms=now, rowid=rowid,
+                                **self._columns(opts, text, now))
 
     def add(self, data: Any = None, **options: Unpack[AddOptions]) -> Job:
         """Add a job and return it.
@@ -189,7 +197,7 @@ class Queue(Getters, Repeatables, Processing):
         now = self._now_ms()
         with self._store.write(durable=True) as conn:
             row, inserted = self._insert(conn, opts, text, now)
-        job = Job(self, row)
+        job = Job(self, row, written=inserted)
         if inserted:
             self._after_write(delayed=job._state == "delayed")
             if job._state == "waiting":
@@ -203,16 +211,19 @@ class Queue(Getters, Repeatables, Processing):
         :raises ConfigError: a bad entry or option (nothing is added); ``repeat`` is refused.
         :raises SerializationError: some data is not strict JSON (nothing is added).
         """
-        if isinstance(jobs, (str, bytes, Mapping)) or not isinstance(jobs, Sequence):
+        if isinstance(jobs, (str, bytes, abc.Mapping)) or not isinstance(jobs, abc.Sequence):
             raise ConfigError("add_bulk takes a list of {'name', 'data', 'opts'} dicts")
         prepared = []
         for i, entry in enumerate(jobs):
-            if not isinstance(entry, Mapping) or set(entry) - {"name", "data", "opts"}:
+            # type() first: isinstance against the Mapping ABC costs more than the INSERT.
+            if (type(entry) is not dict and not isinstance(entry, abc.Mapping)
+                    or not entry.keys() <= _BULK_KEYS):
                 raise ConfigError(f"add_bulk entry {i} must be a dict with only the keys"
                                   " 'name', 'data' and 'opts'")
-            if not isinstance(entry.get("opts") or {}, Mapping):
+            given = entry.get("opts")
+            if given and not isinstance(given, abc.Mapping):
                 raise ConfigError(f"add_bulk entry {i}: opts must be a dict")
-            call = dict(entry.get("opts") or {})
+            call = dict(given) if given else {}
             if "name" in entry:
                 call["name"] = entry["name"]
             opts, text = self._prepare(entry.get("data"), call)
@@ -221,14 +232,19 @@ class Queue(Getters, Repeatables, Processing):
                                   " add repeatable jobs with add()")
             prepared.append((opts, text))
         now = self._now_ms()
-        rows = []
+        many = getattr(self._tx, "add_jobs", None)  # a backend may only have add_job
         with self._store.write(durable=True) as conn:
             rowid = self._tx.next_rowid(conn)
-            for opts, text in prepared:
-                row, inserted = self._insert(conn, opts, text, now, rowid)
-                rowid += inserted
-                rows.append((row, inserted))
-        out = [Job(self, row) for row, _ in rows]
+            if many is not None:
+                rows = many(conn, queue=self.name, rowid=rowid, now_ms=now,
+                            jobs=[self._columns(opts, text, now) for opts, text in prepared])
+            else:
+                rows = []
+                for opts, text in prepared:
+                    row, inserted = self._insert(conn, opts, text, now, rowid)
+                    rowid += inserted
+                    rows.append((row, inserted))
+        out = [Job(self, row, written=inserted) for row, inserted in rows]
         self._after_write(delayed=any(job._state == "delayed" for job in out))
         for job, (_, inserted) in zip(out, rows):
             if inserted and job._state == "waiting":
@@ -242,12 +258,11 @@ class Queue(Getters, Repeatables, Processing):
         """Take and lock the next runnable job (inside *conn*'s transaction when given; then
         pass ``emit=False`` and emit ``active`` after the commit). With *drained*, finding
         nothing also records a global ``drained`` event, in the same transaction."""
-        token = secrets.token_hex(8)
-        lock_ms = int(self.settings.lock_duration * 1000)
-        params = dict(queue=self.name, token=token, owner=self._owner, lock_ms=lock_ms,
-                      names=names, limit=self._limit)
+        params = self._claim_params(names)
         if conn is not None:
             row = self._claim_in(conn, params)
+        elif self._nothing_to_claim(names, drained):
+            return None
         else:
             with self._store.write(durable=False) as conn:
                 row = self._claim_in(conn, params)
@@ -257,12 +272,32 @@ class Queue(Getters, Repeatables, Processing):
             if drained:
                 self._after_write()  # global:drained listeners elsewhere
             return None
-        self._locks[row[0]] = token
-        self._after_claim()
-        job = Job(self, row, token=token)
+        job = self._claimed(row, params["token"])
         if emit:
             self._emit_local("active", job)
         return job
+
+    def _nothing_to_claim(self, names: Sequence[str] | None, drained: bool) -> bool:
+        """Whether a read shows that a claim would find nothing (and write no ``drained``
+        event): an idle worker, woken by every commit, then leaves the write lock to others.
+        Not with a rate limiter (its window is kept by the claim)."""
+        runnable = getattr(self._q, "runnable", None)  # a backend may not have the read
+        if self._limit is not None or runnable is None:
+            return False
+        found, watched = runnable(self._store, queue=self.name, names=names,
+                                  now_ms=self._now_ms())
+        return not found and not (drained and watched)
+
+    def _claim_params(self, names: Sequence[str] | None) -> dict[str, Any]:
+        return dict(queue=self.name, token=secrets.token_hex(8), owner=self._owner,
+                    lock_ms=int(self.settings.lock_duration * 1000), names=names,
+                    limit=self._limit)
+
+    def _claimed(self, row: tuple[Any, ...], token: str) -> Job:
+        """Hold the lock of a job claimed (and committed) with *token*; return the job."""
+        self._locks[row[0]] = token
+        self._after_claim()
+        return Job(self, row, token=token)
 
     def _claim_in(self, conn: Any, params: dict[str, Any]) -> tuple[Any, ...] | None:
         # The time is read under the write lock, so claims commit in time order: the limiter's
@@ -295,7 +330,10 @@ class Queue(Getters, Repeatables, Processing):
                   fetch: bool = False, names: Sequence[str] | None = None) -> Job | None:
         text = serializers.dumps(result, what="return value", limit=self.settings.max_data_bytes)
         token = job._require_token(ignore_lock)
-        nxt = None
+        row = None
+        # Prepared before and used after the transaction: other processes wait for the write
+        # lock while it is held.
+        params = self._claim_params(names) if fetch else None
         if token is not None:
             self._finishing.add(token)
         try:
@@ -303,17 +341,15 @@ class Queue(Getters, Repeatables, Processing):
                 self._tx.move_to_completed(conn, rowid=job._rowid, public=job.id,
                                               token=token, returnvalue=text,
                                               now_ms=self._now_ms())
-                if fetch:
-                    nxt = self._claim(names=names, conn=conn, emit=False)
+                if params is not None:
+                    row = self._claim_in(conn, params)
             job._release()
-        except BaseException:
-            if nxt is not None:  # rolled back: the fetched job was never ours
-                self._locks.pop(nxt._rowid, None)
-                nxt = None
-            raise
         finally:
             self._finishing.discard(token or "")
-        job._state, job.returnvalue = "completed", json.loads(text)
+        # Only once committed is the fetched job ours (a rollback took nothing).
+        nxt = None if row is None or params is None else self._claimed(row, params["token"])
+        job._state = "completed"
+        job.returnvalue = None if text == "null" else json.loads(text)
         job.finished_on = self._clock.now()
         self._after_write()
         self._emit_local("completed", job, job.returnvalue)

@@ -32,7 +32,7 @@ State machine (Bull's, with ``paused`` as a queue flag and ``stalled`` as an eve
 | create_occurrence    | (new)              | delayed                  | occurrence id unused          | delayed          |
 | remove_occurrences   | waiting / delayed  | (gone)                   | the schedule's key            | removed          |
 | pause / resume       | queue flag         |                          | -                             | paused/resumed   |
-| note_drained         | (none)             |                          | -                             | drained          |
+| note_drained         | (none)             |                          | -                             | drained (if watched) |
 | register_worker / unregister_workers | ``workers`` rows |            | -                             | -                |
 
 Each function runs inside the caller's ``BEGIN IMMEDIATE`` transaction (``Store.write``), takes
@@ -62,13 +62,20 @@ from .limiter import RateLimit, group_filter, record_start
 from .options import NO_PRIORITY
 
 __all__ = [
-    "JOB_COLUMNS", "add_job", "add_log", "auto_rowid", "claim", "clean", "create_occurrence",
-    "delete_queue", "emit", "empty", "extend_locks", "lock_for_claim", "move_to_completed",
-    "move_to_failed", "note_drained", "occurrence_id", "pause", "promote", "promote_due",
-    "public_id", "recover_stalled", "register_worker", "release", "remove", "remove_occurrences",
-    "resume", "retry", "retry_failed", "rowid_of", "set_progress", "trim_events",
-    "unregister_workers", "update_data", "watch_queue",
+    "JOB_COLUMNS", "STATE_IS", "add_job", "add_jobs", "add_log", "auto_rowid", "claim", "clean",
+    "create_occurrence", "delete_queue", "emit", "empty", "extend_locks", "lock_for_claim",
+    "move_to_completed", "move_to_failed", "note_drained", "occurrence_id", "pause",
+    "pick_statement", "promote", "promote_due", "public_id", "recover_stalled", "register_worker",
+    "release", "remove", "remove_occurrences", "resume", "retry", "retry_failed", "rowid_of",
+    "set_progress", "trim_events", "unregister_workers", "update_data", "watch_queue",
 ]
+
+#: ``state = '<state>'`` spelled out: a statement whose plan depends on a bound value is
+#: compiled again by SQLite at every run (see _pick_sql), and ``state = :s`` is matched against
+#: the partial indexes.
+STATE_IS = {"waiting": "state = 'waiting'", "delayed": "state = 'delayed'",
+            "active": "state = 'active'", "completed": "state = 'completed'",
+            "failed": "state = 'failed'"}
 
 #: The columns every Job snapshot is built from, in this order (see ``Job._from_row``).
 JOB_COLUMNS = (
@@ -117,10 +124,12 @@ def emit(conn: Any, queue: str, event: str, job_id: str | None, data: Any, now_m
     )
 
 
-def _emit_if_watched(conn: Any, queue: str, event: str, job_id: str, now_ms: int) -> None:
-    """Append a ``waiting`` (on add) or ``active`` event only while a process listens.
+def _emit_if_watched(conn: Any, queue: str, event: str, job_id: str | None,
+                     now_ms: int) -> None:
+    """Append a ``waiting`` (on add), ``active`` or ``drained`` event only while a process
+    listens.
 
-    These two are the most frequent events and nothing but ``global:`` listeners reads
+    These are the most frequent events and nothing but ``global:`` listeners reads
     them; skipping them takes an add from 3 to 2 pages written (DESIGN.md). Listeners keep
     ``queues.watch_until_ms`` in the future (wall clock, see :func:`watch_queue`).
     """
@@ -206,33 +215,106 @@ def add_job(conn: Any, *, queue: str, name: str, data: str, opts: dict[str, Any]
     :returns: the job's row and whether it was inserted (False: the existing job's row).
     """
     if job_id is not None:
-        rows = conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE queue = :q AND job_id = :j",
-                            {"q": queue, "j": job_id}).fetchall()
+        rows = conn.execute(_BY_CUSTOM_ID, {"q": queue, "j": job_id}).fetchall()
         if rows:
             return rows[0], False
     state = "delayed" if delay_ms > 0 else "waiting"
-    params = {
+    priority = NO_PRIORITY if priority is None else priority
+    watched: int | None = None
+    if rowid is None:
+        # One read gives the next id and whether a process listens for ``waiting`` events;
+        # then a plain INSERT. (An INSERT ... SELECT reading jobs itself, or one with
+        # RETURNING, makes SQLite build a temporary table at every add: most of an add's
+        # cost inside SQLite.)
+        rowid, watched = conn.execute(_NEXT_AND_WATCHED, {
+            "q": queue, "wall": int(time.time() * 1000)}).fetchall()[0]
+    conn.execute(_INSERT, {
         "id": rowid, "queue": queue, "job_id": job_id, "name": name, "data": data,
-        "opts": stored_opts, "state": state,
-        "priority": NO_PRIORITY if priority is None else priority,
-        "lifo": lifo, "ts": timestamp_ms, "delay": delay_ms, "run_at": now_ms + delay_ms,
-        "rk": repeat_key,
-    }
-    # The next id is computed inside the INSERT (one statement less per add); add_bulk
-    # passes consecutive ids instead.
-    source = "(SELECT :id AS n)" if rowid is not None else f"(SELECT {_NEXT_ID} AS n)"
-    row = conn.execute(
-        "INSERT INTO jobs (id, queue, job_id, name, data, opts, state, priority, seq,"
-        " timestamp_ms, delay_ms, run_at_ms, repeat_key) SELECT n, :queue, :job_id, :name,"
-        " :data, :opts, :state, :priority, CASE WHEN :lifo THEN -n ELSE n END, :ts, :delay,"
-        f" :run_at, :rk FROM {source} RETURNING {JOB_COLUMNS}", params).fetchall()[0]
-    rowid = row[0]
+        "opts": stored_opts, "state": state, "priority": priority,
+        "seq": -rowid if lifo else rowid, "ts": timestamp_ms, "delay": delay_ms,
+        "run_at": now_ms + delay_ms, "rk": repeat_key})
+    row = _new_row(rowid, queue, job_id, name, data, stored_opts, state, priority,
+                   timestamp_ms, delay_ms, now_ms + delay_ms)
     public = public_id(rowid, job_id)
     if state == "delayed":
         emit(conn, queue, "delayed", public, (now_ms + delay_ms) / 1000.0, now_ms)
-    else:
+    elif watched is None:
         _emit_if_watched(conn, queue, "waiting", public, now_ms)
+    elif watched:
+        emit(conn, queue, "waiting", public, None, now_ms)
     return row, True
+
+
+def add_jobs(conn: Any, *, queue: str, jobs: Sequence[dict[str, Any]], rowid: int,
+             now_ms: int) -> list[tuple[Row, bool]]:
+    """Insert several jobs in order, each as :func:`add_job` would, at consecutive row
+    numbers from *rowid* (a custom id already in the queue adds nothing and takes none).
+
+    From: (new). To: ``waiting`` / ``delayed``. Guard and emits: as :func:`add_job`.
+    Plain jobs (no custom id, no delay) go in with one statement for the lot, and whether a
+    process listens for ``waiting`` events is read once: ``add_bulk``'s cost per job is then
+    close to that of the INSERT itself.
+
+    :param jobs: :func:`add_job`'s keywords for each job (``name``, ``data``,
+        ``stored_opts``, ``job_id``, ``priority``, ``delay_ms``, ``lifo``, ``timestamp_ms``).
+    :returns: (row, inserted) per job, in order.
+    """
+    out: list[tuple[Row, bool]] = []
+    plain: list[dict[str, Any]] = []
+    watched: bool | None = None
+
+    def flush() -> None:
+        nonlocal watched
+        if not plain:
+            return
+        conn.executemany(_INSERT, plain)
+        if watched is None:
+            watched = bool(conn.execute(_WATCHED, {"q": queue, "wall": int(time.time() * 1000)}
+                                        ).fetchall())
+        if watched:
+            conn.executemany(
+                "INSERT INTO events (queue, event, job_id, data, ts_ms)"
+                " VALUES (:queue, 'waiting', :public, NULL, :now)",
+                [{"queue": queue, "public": str(p["id"]), "now": now_ms} for p in plain])
+        plain.clear()
+
+    for job in jobs:
+        priority = NO_PRIORITY if job["priority"] is None else job["priority"]
+        if job["job_id"] is not None or job["delay_ms"] > 0:
+            flush()
+            row, inserted = add_job(conn, queue=queue, opts={}, now_ms=now_ms, rowid=rowid,
+                                    **job)
+            rowid += inserted
+            out.append((row, inserted))
+            continue
+        params = {
+            "id": rowid, "queue": queue, "job_id": None, "name": job["name"],
+            "data": job["data"], "opts": job["stored_opts"], "state": "waiting",
+            "priority": priority, "seq": -rowid if job["lifo"] else rowid,
+            "ts": job["timestamp_ms"], "delay": 0, "run_at": now_ms, "rk": None,
+        }
+        plain.append(params)
+        out.append((_new_row(rowid, queue, None, job["name"], job["data"], job["stored_opts"],
+                             "waiting", priority, job["timestamp_ms"], 0, now_ms), True))
+        rowid += 1
+    flush()
+    return out
+
+
+def _new_row(rowid: int, queue: str, job_id: str | None, name: str, data: str, opts: str,
+             state: str, priority: int, timestamp_ms: int, delay_ms: int, run_at_ms: int) -> Row:
+    """Return the JOB_COLUMNS row of a job just inserted (what RETURNING would give)."""
+    return (rowid, job_id, name, data, opts, state, priority, timestamp_ms, delay_ms, run_at_ms,
+            0, 0, None, None, None, None, None, None, None, None, queue)
+
+
+_BY_CUSTOM_ID = f"SELECT {JOB_COLUMNS} FROM jobs WHERE queue = :q AND job_id = :j"
+_INSERT = ("INSERT INTO jobs (id, queue, job_id, name, data, opts, state, priority, seq,"
+           " timestamp_ms, delay_ms, run_at_ms, repeat_key) VALUES (:id, :queue, :job_id, :name,"
+           " :data, :opts, :state, :priority, :seq, :ts, :delay, :run_at, :rk)")
+_WATCHED = "SELECT 1 FROM queues WHERE name = :q AND watch_until_ms > :wall"
+_NEXT_AND_WATCHED = (f"SELECT {_NEXT_ID}, EXISTS (SELECT 1 FROM queues WHERE name = :q"
+                     " AND watch_until_ms > :wall)")
 
 
 def next_rowid(conn: Any) -> int:
@@ -254,8 +336,8 @@ def promote_due(conn: Any, *, queue: str, now_ms: int, limit: int = 1000) -> lis
     :returns: the public ids of the promoted jobs.
     """
     due = conn.execute(
-        "SELECT id, job_id FROM jobs WHERE queue = :queue AND state = 'delayed'"
-        " AND run_at_ms <= :now ORDER BY run_at_ms, id LIMIT :limit",
+        "SELECT id, job_id FROM jobs WHERE queue = +:queue AND state = 'delayed'"
+        " AND run_at_ms <= :now ORDER BY run_at_ms, id LIMIT +:limit",
         {"queue": queue, "now": now_ms, "limit": limit}).fetchall()
     if not due:
         return []
@@ -281,37 +363,34 @@ def claim(conn: Any, *, queue: str, token: str, owner: str, lock_ms: int, now_ms
 
     :returns: the claimed job's row, or None when nothing is runnable now.
     """
-    # Checking first is ~10x cheaper than an UPDATE that finds nothing to promote.
-    if conn.execute("SELECT 1 FROM jobs WHERE queue = :q AND state = 'delayed'"
-                    " AND run_at_ms <= :now LIMIT 1", {"q": queue, "now": now_ms}).fetchall():
-        promote_due(conn, queue=queue, now_ms=now_ms)
-    name_filter = ""
-    params: dict[str, Any] = {"queue": queue}
-    if names is not None:
-        marks = []
-        for i, name in enumerate(names):
-            params[f"n{i}"] = name
-            marks.append(f":n{i}")
-        name_filter = f" AND name IN ({', '.join(marks)})"
+    params: dict[str, Any] = {"queue": queue, "now": now_ms, "wall": int(time.time() * 1000)}
+    name_filter = _name_filter(names, params)
+    promoted = False
     if limit is not None:
+        # Due jobs are promoted even when the limiter lets no job start now.
+        if conn.execute(_DUE_SQL, params).fetchall():
+            promote_due(conn, queue=queue, now_ms=now_ms)
+        promoted = True
         groups = group_filter(conn, limit, queue, now_ms, params)
         if groups is None:
             return None
         name_filter += groups
-    # SELECT then UPDATE by rowid: under BEGIN IMMEDIATE nobody can take the row in between,
-    # and it measured ~40% cheaper than UPDATE ... WHERE id = (SELECT ...).
-    picked = conn.execute(
-        "SELECT id FROM jobs WHERE queue = :queue AND state = 'waiting'" + name_filter +
-        " AND NOT EXISTS (SELECT 1 FROM queues WHERE name = :queue AND paused = 1)"
-        " ORDER BY priority, seq, id LIMIT 1", params).fetchall()
-    if not picked:
+    # One statement finds the next job, whether delayed jobs are due (promoted first, as
+    # they may sort ahead of it) and whether a process listens for ``active`` events.
+    sql = _PICK_SQL if not name_filter else _pick_sql(name_filter)
+    found = conn.execute(sql, params).fetchall()[0]
+    if found[-2] and not promoted:
+        promote_due(conn, queue=queue, now_ms=now_ms)
+        found = conn.execute(sql, params).fetchall()[0]
+    if found[0] is None:
         return None
-    row: Row = conn.execute(
-        "UPDATE jobs SET state = 'active', lock_token = :token, lock_owner = :owner,"
-        " lock_expires_ms = :expires, processed_on_ms = :now WHERE id = :id"
-        f" RETURNING {JOB_COLUMNS}",
-        {"id": picked[0][0], "token": token, "owner": owner, "expires": now_ms + lock_ms,
-         "now": now_ms}).fetchall()[0]
+    watched = found[-1]
+    expires = now_ms + lock_ms
+    conn.execute(_CLAIM_SQL, {"id": found[0], "token": token, "owner": owner,
+                              "expires": expires, "now": now_ms})
+    # The row as the UPDATE left it (what RETURNING would give, without its temporary table).
+    row: Row = (*found[:5], "active", *found[6:16], now_ms, found[17], token, expires,
+                found[20])
     if limit is not None:
         record_start(conn, limit, queue, row[0], now_ms)
     if '"repeat":' in row[4]:  # a repeat occurrence: its schedule's next one, if due
@@ -319,8 +398,60 @@ def claim(conn: Any, *, queue: str, token: str, owner: str, lock_ms: int, now_ms
         if isinstance(repeat, dict) and isinstance(repeat.get("key"), str):
             from .repeats import advance  # repeats builds on this module
             advance(conn, queue=queue, key=repeat["key"], now_ms=now_ms)
-    _emit_if_watched(conn, queue, "active", public_id(row[0], row[1]), now_ms)
+    if watched:
+        conn.execute("INSERT INTO events (queue, event, job_id, data, ts_ms)"
+                     " VALUES (:q, 'active', :j, NULL, :t)",
+                     {"q": queue, "j": public_id(row[0], row[1]), "t": now_ms})
     return row
+
+
+def _name_filter(names: Sequence[str] | None, params: dict[str, Any]) -> str:
+    if names is None:
+        return ""
+    marks = []
+    for i, name in enumerate(names):
+        params[f"n{i}"] = name
+        marks.append(f":n{i}")
+    return f" AND name IN ({', '.join(marks)})"
+
+
+def pick_statement(names: Sequence[str] | None, params: dict[str, Any]) -> str:
+    """Return :func:`claim`'s read of the next job (adding the *names* to *params*, which
+    also holds ``queue``, ``now`` and ``wall``): one row, the next job's JOB_COLUMNS (NULLs
+    when none), whether delayed jobs are due, whether a process listens for events.
+    ``localq.queries.runnable`` runs it outside any transaction."""
+    name_filter = _name_filter(names, params)
+    return _PICK_SQL if not name_filter else _pick_sql(name_filter)
+
+
+# Checking first is ~10x cheaper than an UPDATE that finds nothing to promote.
+_DUE_SQL = ("SELECT 1 FROM jobs WHERE queue = :queue AND state = 'delayed'"
+            " AND run_at_ms <= :now LIMIT 1")
+
+
+def _pick_sql(name_filter: str) -> str:
+    # SELECT then UPDATE by rowid: under BEGIN IMMEDIATE nobody can take the row in between,
+    # and it measured ~40% cheaper than UPDATE ... WHERE id = (SELECT ...). One read gives the
+    # next job's row (JOB_COLUMNS, NULLs when none), whether delayed jobs are due and whether
+    # a process listens (_emit_if_watched's test).
+    #
+    # "+:queue": SQLite (3.54) compiles a statement again at every run when its planner looked
+    # at a bound value, here for the ORDER BY under "queue = :queue" (a third of a claim's
+    # cost). The unary + hides the value from the planner; the plan stays the same.
+    return (f"SELECT {_JOB_COLUMNS_J}, p.due, p.watched FROM (SELECT"
+            " (SELECT id FROM jobs WHERE queue = +:queue AND state = 'waiting'" + name_filter +
+            " AND NOT EXISTS (SELECT 1 FROM queues WHERE name = +:queue AND paused = 1)"
+            " ORDER BY priority, seq, id LIMIT 1) AS id,"
+            " EXISTS (SELECT 1 FROM jobs WHERE queue = +:queue AND state = 'delayed'"
+            " AND run_at_ms <= +:now) AS due,"
+            " coalesce((SELECT watch_until_ms > :wall FROM queues WHERE name = +:queue), 0)"
+            " AS watched) AS p LEFT JOIN jobs AS j ON j.id = p.id")
+
+
+_JOB_COLUMNS_J = ", ".join("j." + column.strip() for column in JOB_COLUMNS.split(","))
+_PICK_SQL = _pick_sql("")
+_CLAIM_SQL = ("UPDATE jobs SET state = 'active', lock_token = :token, lock_owner = :owner,"
+              " lock_expires_ms = :expires, processed_on_ms = :now WHERE id = :id")
 
 
 def lock_for_claim(conn: Any, *, queue: str, limit: RateLimit | None) -> None:
@@ -363,19 +494,22 @@ def _retain(conn: Any, queue: str, state: str, policy: Any, now_ms: int, rowid: 
         conn.execute("DELETE FROM jobs WHERE id = :id", {"id": rowid})
         _note_deleted(conn, rowid)
         return True
-    params = {"q": queue, "s": state}
+    params: dict[str, Any] = {"q": queue}
     doomed: list[int] = []
+    # The state is spelled out (it is 'completed' or 'failed'): as a parameter the statement
+    # would be compiled again at every run (see the note on +:param at _pick_sql).
+    where = f"queue = +:q AND {STATE_IS[state]}"
     if isinstance(policy, dict) and "age" in policy:
         params["before"] = now_ms - int(policy["age"] * 1000)
         doomed += [r[0] for r in conn.execute(
-            "SELECT id FROM jobs WHERE queue = :q AND state = :s AND finished_on_ms < :before",
+            f"SELECT id FROM jobs WHERE {where} AND finished_on_ms < :before",
             params).fetchall()]
     count = policy.get("count") if isinstance(policy, dict) else policy
     if count is not None:
         params["keep"] = int(count)
         doomed += [r[0] for r in conn.execute(
-            "SELECT id FROM jobs WHERE queue = :q AND state = :s"
-            " ORDER BY finished_on_ms DESC, id DESC LIMIT -1 OFFSET :keep", params).fetchall()]
+            f"SELECT id FROM jobs WHERE {where}"
+            " ORDER BY finished_on_ms DESC, id DESC LIMIT -1 OFFSET +:keep", params).fetchall()]
     if doomed:
         conn.executemany("DELETE FROM jobs WHERE id = :id", [{"id": i} for i in set(doomed)])
         _note_deleted(conn, max(doomed))
@@ -395,22 +529,30 @@ def move_to_completed(conn: Any, *, rowid: int, public: str, token: str | None,
     :raises InvalidJobState: the job is not active (ignore_lock).
     :raises JobNotFound: the job is gone.
     """
-    guard = "" if token is None else " AND lock_token = :token"
-    done = conn.execute(
-        "UPDATE jobs SET state = 'completed', returnvalue = :rv, finished_on_ms = :now,"
-        " lock_token = NULL, lock_owner = NULL, lock_expires_ms = NULL"
-        " WHERE id = :id AND state = 'active'" + guard + " RETURNING queue, opts",
-        {"rv": returnvalue, "now": now_ms, "id": rowid, "token": token}).fetchall()
-    if not done:
+    conn.execute(_COMPLETE_IGNORING_LOCK if token is None else _COMPLETE,
+                 {"rv": returnvalue, "now": now_ms, "id": rowid, "token": token})
+    if not conn.changes():
         _locked_row(conn, rowid, token, public)  # raises the precise error
         raise AssertionError("unreachable: the guard matched nothing but the row is held")
-    queue, opts_text = done[0]
+    # Read back rather than RETURNING (a temporary table per statement in SQLite).
+    queue, opts_text = conn.execute("SELECT queue, opts FROM jobs WHERE id = :id",
+                                    {"id": rowid}).fetchall()[0]
     opts = json.loads(opts_text) if opts_text != "{}" else {}
     conn.execute(
         "INSERT INTO events (queue, event, job_id, data, ts_ms)"
         " VALUES (:q, 'completed', :j, :d, :t)",
         {"q": queue, "j": public, "d": returnvalue, "t": now_ms})
     _retain(conn, queue, "completed", opts.get("remove_on_complete", False), now_ms, rowid)
+
+
+_COMPLETE_IGNORING_LOCK = (
+    "UPDATE jobs SET state = 'completed', returnvalue = :rv, finished_on_ms = :now,"
+    " lock_token = NULL, lock_owner = NULL, lock_expires_ms = NULL"
+    " WHERE id = :id AND state = 'active'")
+_COMPLETE = (
+    "UPDATE jobs SET state = 'completed', returnvalue = :rv, finished_on_ms = :now,"
+    " lock_token = NULL, lock_owner = NULL, lock_expires_ms = NULL"
+    " WHERE id = :id AND state = 'active' AND lock_token = :token")
 
 
 def move_to_failed(conn: Any, *, rowid: int, public: str, token: str | None, reason: str,
@@ -486,7 +628,7 @@ def recover_stalled(conn: Any, *, queue: str, now_ms: int, dead_owners: Sequence
     if not rules:
         return []
     rows = conn.execute(
-        "SELECT id, job_id, stalled_count, opts FROM jobs WHERE queue = :q AND state = 'active'"
+        "SELECT id, job_id, stalled_count, opts FROM jobs WHERE queue = +:q AND state = 'active'"
         # Newest first: each goes to the head of waiting, so they run again oldest first.
         f" AND ({' OR '.join(rules)}) ORDER BY id DESC", params).fetchall()
     out = []
@@ -613,8 +755,8 @@ def retry_failed(conn: Any, *, queue: str, count: int | None, now_ms: int) -> in
     :returns: how many were re-queued.
     """
     rows = conn.execute(
-        "SELECT id, job_id FROM jobs WHERE queue = :q AND state = 'failed'"
-        " ORDER BY finished_on_ms, id LIMIT :n",
+        "SELECT id, job_id FROM jobs WHERE queue = +:q AND state = 'failed'"
+        " ORDER BY finished_on_ms, id LIMIT +:n",
         {"q": queue, "n": -1 if count is None else count}).fetchall()
     for rowid, job_id in rows:
         retry(conn, rowid=rowid, public=public_id(rowid, job_id), now_ms=now_ms)
@@ -688,13 +830,14 @@ def clean(conn: Any, *, queue: str, state: str, before_ms: int, limit: int,
                                    {"q": queue}).fetchall())
         if paused != (state == "paused"):
             return []
-    params: dict[str, Any] = {"q": queue, "s": _CLEAN_STATES[state], "before": before_ms,
-                              "now": now_ms, "n": limit if limit > 0 else -1}
+    params: dict[str, Any] = {"q": queue, "before": before_ms, "now": now_ms,
+                              "n": limit if limit > 0 else -1}
     unlocked = " AND (lock_expires_ms IS NULL OR lock_expires_ms < :now)" if state == "active" else ""
     rows = conn.execute(
-        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE queue = :q AND state = :s"
-        " AND coalesce(finished_on_ms, processed_on_ms, timestamp_ms) < :before" + unlocked +
-        " ORDER BY id LIMIT :n) RETURNING id, job_id", params).fetchall()
+        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE queue = +:q"
+        f" AND {STATE_IS[_CLEAN_STATES[state]]}"
+        " AND coalesce(finished_on_ms, processed_on_ms, timestamp_ms) < +:before" + unlocked +
+        " ORDER BY id LIMIT +:n) RETURNING id, job_id", params).fetchall()
     if rows:
         _note_deleted(conn, max(r[0] for r in rows))
     return [public_id(r[0], r[1]) for r in rows]
@@ -831,9 +974,10 @@ def trim_events(conn: Any, *, keep: int) -> int:
 def note_drained(conn: Any, *, queue: str, now_ms: int) -> None:
     """Record that a worker of *queue* found nothing to do after having worked.
 
-    Emits ``drained``.
+    Emits ``drained``, while a process listens (as ``waiting`` and ``active``): a worker
+    kept just busy by a producer drains the queue after nearly every job.
     """
-    emit(conn, queue, "drained", None, None, now_ms)
+    _emit_if_watched(conn, queue, "drained", None, now_ms)
 
 
 def register_worker(conn: Any, *, worker_id: str, queue: str, pid: int, host: str,

@@ -31,7 +31,12 @@ class Watcher:
     def __init__(self, store: Store, *, name: str = "") -> None:
         self._store = store
         self.name = name
-        self._cond = threading.Condition()
+        # One lock, two conditions: a commit wakes the threads waiting for a change, and only
+        # a change of delayed jobs wakes the scheduler (it used to wake on every commit, a
+        # thread switch per job for a busy worker).
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)
+        self._schedule_cond = threading.Condition(lock)
         self._version = 0
         self._schedule_version = 0
         self._waiters = 0
@@ -114,7 +119,7 @@ class Watcher:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         return False
-                    self._cond.wait(remaining)
+                    (self._schedule_cond if schedule else self._cond).wait(remaining)
                 return True
             finally:
                 self._waiters -= 1
@@ -136,7 +141,9 @@ class Watcher:
             self._version += 1
             if delayed:
                 self._schedule_version += 1
-            self._cond.notify_all()
+                self._schedule_cond.notify_all()
+            if self._waiters:
+                self._cond.notify_all()
 
     def _data_version(self) -> int | None:
         try:
@@ -151,5 +158,6 @@ class Watcher:
                 return
             self._closed = True
             self._cond.notify_all()
+            self._schedule_cond.notify_all()
         if os.getpid() == self._pid:
             self._hub_obj.remove(self)

@@ -268,6 +268,11 @@ class Worker:
                         return None
                     epoch, worked = self._epoch, self._worked
                 seen = queue._watcher.version()
+                # Only a claim that started after run(until_idle=True) was called may end the
+                # run: on a worker already running, an earlier empty claim can predate a job
+                # added just before that call. Read after version(), so that run()'s wake-up
+                # either is in *seen* (then this is True) or ends the wait below.
+                idle_armed = self._until_idle
                 try:
                     job = queue._claim(names=self._names, drained=worked)
                 except LocalqError as exc:
@@ -280,17 +285,17 @@ class Worker:
                     with self._cond:
                         self._worked = True
                     return job
-                if self._found_nothing(epoch, worked):
+                if self._found_nothing(epoch, worked, idle_armed):
                     return None
                 queue._watcher.wait_change(seen, self._idle_timeout())
 
-    def _found_nothing(self, epoch: int, drained: bool) -> bool:
+    def _found_nothing(self, epoch: int, drained: bool, idle_armed: bool) -> bool:
         """Emit ``drained`` once after work; return True when ``run(until_idle=True)`` is done."""
         queue = self.queue
         with self._cond:
             if drained:
                 self._worked = False
-            done = self._until_idle and self._busy == 0 and self._epoch == epoch
+            done = idle_armed and self._busy == 0 and self._epoch == epoch
             if done:
                 self._stopping = True
         if drained:  # the global row was written by the claim that found nothing

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,11 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from benchmarks import common, peers, run  # noqa: E402
+from benchmarks import common, localq_bench, peers, run, scale  # noqa: E402
 
 N = 50
+#: Filled in once the whole run is done, so absent from the JSON lines printed as it goes.
+_ANNOTATED = ("x_raw", "x_raw_full", "target", "target_met")
 
 
 def _run(capsys: pytest.CaptureFixture[str], tmp_path: Path, *argv: str) -> list[dict[str, Any]]:
@@ -57,7 +60,11 @@ def test_raw_prints_one_row_per_workload_and_sync_level_and_cleans_up(
     assert all(r["pages_per_op"] > 0 for r in rows)
     assert all("drained" not in r["note"] for r in rows)  # W3 drained every job
     written = json.loads(json_path.read_text())
-    assert written["results"] == rows
+    assert [{k: v for k, v in r.items() if k not in _ANNOTATED}
+            for r in written["results"]] == [{k: v for k, v in r.items() if k not in _ANNOTATED}
+                                             for r in rows]
+    assert all(r["x_raw"] is not None and r["x_raw_full"] is not None
+               for r in written["results"])
     assert written["environment"]["apsw"]
     # The run's temporary directory is gone; only the --json file remains.
     assert os.listdir(tmp_path) == ["results.json"]
@@ -103,6 +110,67 @@ def test_installed_peers_report_lost_and_twice_counts_end_to_end(
     for row in rows:
         # Counted, not asserted: persist-queue is known to process jobs twice.
         assert isinstance(row["lost"], int) and isinstance(row["completed_twice"], int)
+
+
+def _localq_names(*workloads: str, level: str | None = None) -> list[str]:
+    return sorted(b.name for b in localq_bench.BACKENDS
+                  if any(b.runs(w, lvl) for w in workloads
+                         for lvl in ([level] if level else common.SYNC_LEVELS)))
+
+
+def test_localq_rows_beside_raw_with_ratios_and_targets(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    json_path = tmp_path / "results.json"
+    rows = _run(capsys, tmp_path, "--only", "raw,localq", "--workloads", "W1,W2,W3",
+                "--json", str(json_path))
+
+    localq_rows = [r for r in rows if r["backend"].startswith("localq")]
+    assert sorted({r["backend"] for r in localq_rows}) == _localq_names("W1", "W2", "W3")
+    # Each durability mode reports the synchronous levels it ran its commits at.
+    modes = {r["backend"]: r["synchronous"] for r in localq_rows}
+    assert modes["localq"] == "SAFE" and modes["localq-full"] == "FULL"
+    assert modes["localq-normal"] == "NORMAL"
+    for r in localq_rows:
+        assert r["pages_per_op"] > 0, r
+        assert not re.search(r"(completed|drained) \d+ of \d+", r["note"]), r  # all drained
+    written = {(r["workload"], r["backend"]): r for r in json.loads(json_path.read_text())["results"]}
+    for workload in ("W1", "W2", "W3"):
+        row = written[(workload, "localq")]
+        assert row["target"] and row["target_met"] in (True, False)
+        assert row["x_raw"] > 0 and row["x_raw_full"] > 0
+    assert written[("W1", "localq-normal")]["target"] == ">= 0.7 x raw"
+    assert written[("W3", "localq-manual")]["target"] is None
+
+
+@pytest.mark.multiprocess
+def test_localq_end_to_end_with_worker_processes_loses_no_job_and_completes_none_twice(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = _run(capsys, tmp_path, "--only", "localq", "--workloads", "W4")
+
+    assert sorted(r["backend"] for r in rows) == _localq_names("W4")
+    for row in rows:
+        assert row["concurrency"] == "1+2"
+        assert row["lost"] == 0 and row["completed_twice"] == 0, row
+
+
+@pytest.mark.multiprocess
+def test_scale_benchmark_prints_every_figure_with_its_target(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    json_path = tmp_path / "scale.json"
+    assert scale.main(["--big", "2000", "--jobs", "1000", "--tmpdir", str(tmp_path),
+                       "--json", str(json_path)]) == 0
+
+    out = capsys.readouterr().out
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [r["figure"] for r in rows] == ["add_bulk", "get_job_counts", "claim",
+                                           "worker_rss", "wal"]
+    by_figure = {r["figure"]: r for r in rows}
+    assert by_figure["get_job_counts"]["jobs"] >= 2000
+    assert by_figure["worker_rss"]["completed"] == 1000
+    assert by_figure["claim"]["ratio"] > 0
+    assert "ratio <= 1.3" in out and "growth < 10 MB" in out
+    assert json.loads(json_path.read_text())["scale"] == rows
+    assert os.listdir(tmp_path) == ["scale.json"]
 
 
 def test_tmpdir_env_var_chooses_where_the_run_writes(

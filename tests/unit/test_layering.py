@@ -26,10 +26,13 @@ MODULES = sorted(PACKAGE.rglob("*.py"))
 ALLOWED_FRAGMENTS = {
     "_db.py": {"schema.APPLICATION_ID", "schema.SCHEMA_VERSION", "level", "pragma"},
     "limiter.py": {"_group_sql(limit)", "', '.join(marks)", "i"},
-    "queries.py": {"JOB_COLUMNS", "order"},
+    # STATE_IS[...]: fixed "state = '<state>'" strings (transitions.STATE_IS).
+    "queries.py": {"JOB_COLUMNS", "order", "STATE_IS[state]", "STATE_IS[sql_state]"},
     "repeats.py": {"transitions.JOB_COLUMNS", "due", "_DUE"},
     "transitions.py": {"JOB_COLUMNS", "_TAIL", "_NEXT_ID", "source", "dead", "guard",
-                       "', '.join(marks)", "i", "name_filter", "unlocked", "' OR '.join(rules)"},
+                       "', '.join(marks)", "i", "name_filter", "unlocked", "' OR '.join(rules)",
+                       "where", "STATE_IS[state]", "STATE_IS[_CLEAN_STATES[state]]",
+                       "_JOB_COLUMNS_J"},
     # The PostgreSQL twins (localq/pg/): the same kind of fixed fragments.
     "pg/limiter.py": {"_group_sql(limit)"},
     "pg/queries.py": {"JOB_COLUMNS", "order", "where"},
