@@ -181,7 +181,7 @@ class _Transaction:
         return conn
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: Any) -> bool:
+                 tb: Any) -> None:
         store, conn = self._store, self._conn
         if exc is None:
             try:
@@ -191,11 +191,10 @@ class _Transaction:
                 if isinstance(failed, _DRIVER_ERRORS):
                     raise _translate(failed, store.path, store.busy_timeout) from failed
                 raise
-            return False
+            return
         store._rollback(conn)
         if isinstance(exc, _DRIVER_ERRORS):
             raise _translate(exc, store.path, store.busy_timeout) from exc
-        return False
 
 
 class Store:
@@ -321,7 +320,7 @@ class Store:
         app_id = conn.execute("PRAGMA application_id").fetchall()[0][0]
         version = conn.execute("PRAGMA user_version").fetchall()[0][0]
         objects = conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()[0][0]
-        return app_id, version, objects
+        return int(app_id), int(version), int(objects)  # type: ignore[arg-type]
 
     def _refuse_foreign(self, app_id: int, version: int) -> None:
         if app_id != schema.APPLICATION_ID:
@@ -416,7 +415,7 @@ class Store:
         return _Transaction(self, durable)
 
     @contextmanager
-    def read(self) -> Iterator[apsw.Connection]:
+    def read(self) -> Iterator[Any]:  # Any, as PgStore.read: the seam yields either driver
         """Run the block's reads on one snapshot (a DEFERRED read transaction)."""
         conn = self.connection()
         try:
@@ -452,7 +451,7 @@ class Store:
     def data_version(self) -> int:
         """Return ``PRAGMA data_version`` of this thread's connection (changes on others' commits)."""
         try:
-            return int(self.connection().execute("PRAGMA data_version").fetchall()[0][0])
+            return int(self.connection().execute("PRAGMA data_version").fetchall()[0][0])  # type: ignore[arg-type]
         except apsw.Error as exc:
             raise _translate(exc, self.path, self.busy_timeout) from exc
 

@@ -85,7 +85,8 @@ class Getters:
     def get_job_counts(self, *states: str) -> dict[str, int]:
         """Return ``{state: count}`` for *states* (all states when none are given)."""
         wanted = _check_states(states) if states else list(STATES)
-        return self._q.counts(self._store, self.name, wanted)
+        counts: dict[str, int] = self._q.counts(self._store, self.name, wanted)
+        return counts
 
     def count(self) -> int:
         """Return how many jobs wait to run: waiting + paused + delayed."""

@@ -182,13 +182,16 @@ class Job:
         if not isinstance(row, str):
             raise ConfigError(f"log row must be a str, not {type(row).__name__}")
         with self._write(False) as conn:
-            return self.queue._tx.add_log(conn, rowid=self._rowid, public=self.id,
-                                       token=self._held_token(), row=row,
-                                       now_ms=self.queue._now_ms())
+            count: int = self.queue._tx.add_log(conn, rowid=self._rowid, public=self.id,
+                                                token=self._held_token(), row=row,
+                                                now_ms=self.queue._now_ms())
+        return count
 
     def get_state(self) -> str | None:
         """Return the job's state now (one indexed read), or None if it no longer exists."""
-        return self.queue._q.job_state(self.queue._store, self._rowid, self.queue._now_ms())
+        state: str | None = self.queue._q.job_state(self.queue._store, self._rowid,
+                                                    self.queue._now_ms())
+        return state
 
     def update(self, data: Any) -> None:
         """Replace the job's data (no merge).
@@ -358,7 +361,10 @@ class Job:
         job_id = str(d["id"])
         auto = queue._tx.auto_rowid(job_id)
         opts = {k: v for k, v in dict(d.get("opts") or {}).items() if _DEFAULT_OPTS.get(k) != v}
-        ms = (lambda v: None if v is None else int(float(v) * 1000))
+
+        def ms(value: Any) -> int | None:
+            return None if value is None else int(float(value) * 1000)
+
         row = (auto or 0, None if auto is not None else job_id, d["name"],
                serializers.dumps(d["data"]), json.dumps(opts), d.get("state", "waiting"),
                opts.get("priority") or NO_PRIORITY, ms(d.get("timestamp", 0)),

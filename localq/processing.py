@@ -75,7 +75,7 @@ class Processing:
         current = self._lease
         # Hot path (every claim): the lease is only given up by close(), or lost by a fork.
         if current is not None and current.pid == os.getpid():
-            return current.id
+            return str(current.id)
         if current is None or current.pid != os.getpid() or not current.held:
             with self._processing_lock:
                 current = self._lease
@@ -83,7 +83,7 @@ class Processing:
                     # After a fork the child takes a lease of its own; the parent's is not
                     # released here (it belongs to the parent).
                     current = self._lease = self._backend.lease.acquire(self.path)
-        return current.id
+        return str(current.id)
 
     def _after_claim(self) -> None:
         renewer = self._renewer

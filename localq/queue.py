@@ -172,8 +172,10 @@ class Queue(Getters, Repeatables, Processing):
 
     def _insert(self, conn: Any, opts: JobOptions, text: str, now: int,
                 rowid: int | None = None) -> tuple[tuple[Any, ...], bool]:
-        return self._tx.add_job(conn, queue=self.name, opts={}, now_ms=now, rowid=rowid,
-                                **self._columns(opts, text, now))
+        added: tuple[tuple[Any, ...], bool] = self._tx.add_job(
+            conn, queue=self.name, opts={}, now_ms=now, rowid=rowid,
+            **self._columns(opts, text, now))
+        return added
 
     def add(self, data: Any = None, **options: Unpack[AddOptions]) -> Job:
         """Add a job and return it.
@@ -305,10 +307,11 @@ class Queue(Getters, Repeatables, Processing):
         # (SQLite holds that lock since BEGIN IMMEDIATE; PostgreSQL takes the limiter's here.)
         self._tx.lock_for_claim(conn, queue=self.name, limit=self._limit)
         now = self._now_ms()
-        row = self._tx.claim(conn, now_ms=now, **params)
+        row: tuple[Any, ...] | None = self._tx.claim(conn, now_ms=now, **params)
         self._limited_until_ms = None
         if row is None and self._limit is not None:
-            self._limited_until_ms = self._backend.limiter.limited_until(conn, self._limit, self.name, now)
+            self._limited_until_ms = self._backend.limiter.limited_until(
+                conn, self._limit, self.name, now)
         return row
 
     def get_next_job(self, timeout: float = 0) -> Job | None:
@@ -364,7 +367,7 @@ class Queue(Getters, Repeatables, Processing):
             self._finishing.add(token)
         try:
             with self._store.write(durable=False) as conn:
-                state = self._tx.move_to_failed(
+                state: str = self._tx.move_to_failed(
                     conn, rowid=job._rowid, public=job.id, token=token,
                     reason=reason[:_MAX_REASON],
                     stack=None if stack is None else stack[: 2 * _MAX_REASON],
@@ -384,7 +387,7 @@ class Queue(Getters, Repeatables, Processing):
         *check_expired* is False, or owner in *dead_owners*); emit ``stalled`` (and ``failed``
         past ``max_stalled_count``)."""
         with self._store.write(durable=False) as conn:
-            taken = self._tx.recover_stalled(
+            taken: list[tuple[str, str]] = self._tx.recover_stalled(
                 conn, queue=self.name, now_ms=self._now_ms(), dead_owners=list(dead_owners),
                 max_stalled_count=self.settings.max_stalled_count, check_expired=check_expired)
         if taken:
@@ -432,7 +435,7 @@ class Queue(Getters, Repeatables, Processing):
     def empty(self) -> int:
         """Remove the waiting, paused and delayed jobs (and their logs); return how many."""
         with self._store.write(durable=True) as conn:
-            removed = self._tx.empty(conn, queue=self.name)
+            removed: int = self._tx.empty(conn, queue=self.name)
         return removed
 
     def clean(self, grace: float, status: str = "completed", limit: int = 0) -> list[str]:
@@ -446,7 +449,7 @@ class Queue(Getters, Repeatables, Processing):
             raise ConfigError(f"limit must be an int >= 0 (0: all), not {limit!r}")
         now = self._now_ms()
         with self._store.write(durable=True) as conn:
-            ids = self._tx.clean(conn, queue=self.name, state=status,
+            ids: list[str] = self._tx.clean(conn, queue=self.name, state=status,
                                     before_ms=now - int(grace_s * 1000), limit=limit, now_ms=now)
         self._emit_local("cleaned", ids, status)
         return ids
@@ -457,7 +460,7 @@ class Queue(Getters, Repeatables, Processing):
                                   or count < 0):
             raise ConfigError(f"count must be None or an int >= 0, not {count!r}")
         with self._store.write(durable=True) as conn:
-            n = self._tx.retry_failed(conn, queue=self.name, count=count, now_ms=self._now_ms())
+            n: int = self._tx.retry_failed(conn, queue=self.name, count=count, now_ms=self._now_ms())
         self._after_write()
         return n
 

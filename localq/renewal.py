@@ -57,7 +57,8 @@ def renew_locks(queue: Queue) -> list[int]:
 
 def _public_id(queue: Queue, rowid: int) -> str:
     rows = queue._store.query("SELECT job_id FROM jobs WHERE id = :id", {"id": rowid})
-    return queue._tx.public_id(rowid, rows[0][0] if rows else None)
+    public: str = queue._tx.public_id(rowid, rows[0][0] if rows else None)
+    return public
 
 
 class LockRenewer:
