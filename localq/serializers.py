@@ -41,7 +41,8 @@ def dumps(value: object, *, what: str = "data", limit: int = MAX_DATA_BYTES) -> 
             " bool and None only (convert sets to lists, bytes to str, datetimes to numbers)"
         ) from exc
     try:
-        size = len(text.encode("utf-8"))
+        # ASCII text (most payloads) is its own UTF-8 encoding: no copy needed to measure it.
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
     except UnicodeEncodeError as exc:
         raise SerializationError(
             f"{what} contains a lone surrogate character, which is not valid Unicode: "
