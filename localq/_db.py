@@ -129,33 +129,6 @@ def _translate(exc: BaseException, path: str, busy_timeout: float) -> DatabaseEr
     return DatabaseError(msg, path=path)
 
 
-def _set_busy_timeout(conn: apsw.Connection, seconds: float) -> None:
-    """Make *conn* wait up to *seconds* for a lock another connection holds, retrying often.
-
-    SQLite's own busy handler (``sqlite3_busy_timeout``) sleeps 1, 2, 5, 10, 15, 20, 25, 25,
-    50, 50, 100 ms... between tries, while a localq transaction holds the write lock for well
-    under a millisecond: with a producer and two workers on one file, writers spent most of
-    their time asleep after the lock was already free. This one sleeps 0.1 ms, growing to
-    1 ms; it gives up after *seconds* all the same (``BusyError`` -> ``DatabaseError``).
-    """
-    if seconds <= 0:
-        conn.set_busy_timeout(0)
-        return
-    started = [0.0]
-    clock, sleep = time.monotonic, time.sleep
-
-    def retry(prior_calls: int) -> bool:
-        now = clock()
-        if prior_calls == 0:
-            started[0] = now
-        elif now - started[0] >= seconds:
-            return False
-        sleep(min(0.0001 * (prior_calls + 1), 0.001))
-        return True
-
-    conn.set_busy_handler(retry)
-
-
 class _Transaction:
     """The context manager of :meth:`Store.write`: a class, not a ``@contextmanager``
     generator, as every job move goes through it (a generator costs a few microseconds more).
@@ -247,7 +220,7 @@ class Store:
             conn = apsw.Connection(self.path, flags=_OPEN_FLAGS, vfs=self.vfs)
         except apsw.Error as exc:
             raise _translate(exc, self.path, self.busy_timeout) from exc
-        _set_busy_timeout(conn, self.busy_timeout)
+        conn.set_busy_timeout(int(self.busy_timeout * 1000))
         try:
             # None of these writes to the file: a foreign file stays untouched.
             for pragma in ("trusted_schema=OFF", "foreign_keys=ON", "cell_size_check=ON",
@@ -464,7 +437,7 @@ class Store:
         conn = self.connection()
         mode = apsw.SQLITE_CHECKPOINT_TRUNCATE if truncate else apsw.SQLITE_CHECKPOINT_PASSIVE
         if truncate:
-            _set_busy_timeout(conn, busy_timeout)
+            conn.set_busy_timeout(int(busy_timeout * 1000))
         try:
             conn.wal_checkpoint(mode=mode)
         except apsw.BusyError:
@@ -473,7 +446,7 @@ class Store:
             raise _translate(exc, self.path, self.busy_timeout) from exc
         finally:
             if truncate:
-                _set_busy_timeout(conn, self.busy_timeout)
+                conn.set_busy_timeout(int(self.busy_timeout * 1000))
 
     def wal_size(self) -> int:
         """Return the size of the ``-wal`` file in bytes (0 if absent): a stat, never an open."""
