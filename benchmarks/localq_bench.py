@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import apsw
@@ -216,8 +216,8 @@ _DRIVER = f"localq {localq.__version__} on apsw {apsw.apsw_version()}"
 _ALL = ("W1", "W2", "W3", "W4")
 
 
-def _backend(name: str, mode: str, opener: Any, levels: dict[str, tuple[str, ...]],
-             targets: dict[str, Target], note: str, manual: bool = False) -> Backend:
+def _backend(name: str, mode: str, opener: Any, levels: Mapping[str, tuple[str, ...]],
+             targets: Mapping[str, Target], note: str, manual: bool = False) -> Backend:
     return Backend(
         name=name, family="localq", open=opener, driver=_DRIVER,
         sqlite_version=apsw.sqlite_lib_version(), supports_bulk=not manual,

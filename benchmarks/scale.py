@@ -222,9 +222,9 @@ def run(workdir: str, full: bool, sizes: tuple[int, int] | None = None) -> list[
     :param sizes: (BIG, N) instead of :data:`FULL` or :data:`QUICK`.
     """
     big, n = sizes or (FULL if full else QUICK)
-    rows = []
-    for part in (lambda: big_queue(workdir, big), lambda: worker_memory_and_wal(workdir, n)):
-        for row in part():
+    rows: list[dict[str, Any]] = []
+    for part in (big_queue, worker_memory_and_wal):
+        for row in part(workdir, big if part is big_queue else n):
             row.update(apsw=apsw.apsw_version(), sqlite=apsw.sqlite_lib_version())
             print(json.dumps(row, sort_keys=True), flush=True)
             rows.append(row)

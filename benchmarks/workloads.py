@@ -61,7 +61,8 @@ def opened(backend: Backend, workdir: str, sync: str) -> Iterator[Adapter]:
 
 
 def make_result(backend: Backend, adapter: Adapter, workload: str, n: int, seconds: float,
-            concurrency: str = "1", pages0: int | None = None) -> Result:
+                concurrency: str = "1", pages0: int | None = None) -> Result:
+    """Return the :class:`Result` of a run: rates, settings read back, pages per job."""
     settings = adapter.settings()
     pages1 = adapter.pages_written()
     pages = None if pages0 is None or pages1 is None else (pages1 - pages0) / max(n, 1)
@@ -289,7 +290,7 @@ def w4_end_to_end(backend: Backend, workdir: str, n: int, sync: str,
             if report["last_ack"] is not None:
                 end = max(end, report["last_ack"])
         result = make_result(backend, adapter, "W4", n, end - start,
-                         concurrency=f"1+{consumers}")
+                             concurrency=f"1+{consumers}")
     distinct = len(set(seqs))
     result.lost = n - distinct
     result.completed_twice = len(seqs) - distinct

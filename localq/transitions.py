@@ -32,7 +32,7 @@ State machine (Bull's, with ``paused`` as a queue flag and ``stalled`` as an eve
 | create_occurrence    | (new)              | delayed                  | occurrence id unused          | delayed          |
 | remove_occurrences   | waiting / delayed  | (gone)                   | the schedule's key            | removed          |
 | pause / resume       | queue flag         |                          | -                             | paused/resumed   |
-| note_drained         | (none)             |                          | -                             | drained (if watched) |
+| note_drained         | (none)             |                          | -                             | drained (watched)|
 | register_worker / unregister_workers | ``workers`` rows |            | -                             | -                |
 
 Each function runs inside the caller's ``BEGIN IMMEDIATE`` transaction (``Store.write``), takes

@@ -133,7 +133,8 @@ def test_localq_rows_beside_raw_with_ratios_and_targets(
     for r in localq_rows:
         assert r["pages_per_op"] > 0, r
         assert not re.search(r"(completed|drained) \d+ of \d+", r["note"]), r  # all drained
-    written = {(r["workload"], r["backend"]): r for r in json.loads(json_path.read_text())["results"]}
+    written = {(r["workload"], r["backend"]): r
+               for r in json.loads(json_path.read_text())["results"]}
     for workload in ("W1", "W2", "W3"):
         row = written[(workload, "localq")]
         assert row["target"] and row["target_met"] in (True, False)
