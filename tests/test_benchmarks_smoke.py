@@ -35,6 +35,8 @@ def _run(capsys: pytest.CaptureFixture[str], tmp_path: Path, *argv: str) -> list
     assert "x raw-full" in out  # the human table was printed
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     for row in rows:
+        if "figure" in row:  # a scale figure, not a workload row
+            continue
         assert row["error"] is None, row
         assert row["journal_mode"] == "wal"
         assert row["ops_per_s"] > 0
@@ -172,6 +174,22 @@ def test_scale_benchmark_prints_every_figure_with_its_target(
     assert "ratio <= 1.3" in out and "growth < 10 MB" in out
     assert json.loads(json_path.read_text())["scale"] == rows
     assert os.listdir(tmp_path) == ["scale.json"]
+
+
+@pytest.mark.multiprocess
+def test_run_with_scale_adds_its_figures_to_the_table_and_the_json(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scale, "QUICK", (2000, 1000))
+    json_path = tmp_path / "results.json"
+    rows = _run(capsys, tmp_path, "--only", "raw", "--workloads", "W1", "--sync", "NORMAL",
+                "--scale", "quick", "--json", str(json_path))
+
+    assert [r["figure"] for r in rows if "figure" in r] == ["add_bulk", "get_job_counts",
+                                                            "claim", "worker_rss", "wal"]
+    written = json.loads(json_path.read_text())
+    assert [r["figure"] for r in written["scale"]] == ["add_bulk", "get_job_counts", "claim",
+                                                       "worker_rss", "wal"]
+    assert written["environment"]["load average (start, end)"]
 
 
 def test_tmpdir_env_var_chooses_where_the_run_writes(
