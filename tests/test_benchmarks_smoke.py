@@ -178,7 +178,8 @@ def test_scale_benchmark_prints_every_figure_with_its_target(
 
 @pytest.mark.multiprocess
 def test_run_with_scale_adds_its_figures_to_the_table_and_the_json(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(scale, "QUICK", (2000, 1000))
     json_path = tmp_path / "results.json"
     rows = _run(capsys, tmp_path, "--only", "raw", "--workloads", "W1", "--sync", "NORMAL",
