@@ -53,7 +53,33 @@ def dumps(value: object, *, what: str = "data", limit: int = MAX_DATA_BYTES) -> 
             f"{what} is {size} bytes of JSON, over the {limit}-byte cap: store large payloads in"
             " a file and queue its path, or raise settings['max_data_bytes']"
         )
+    if "{" in text:
+        _check_keys(value, what)
     return text
+
+
+def _check_keys(value: object, what: str) -> None:
+    """Refuse dict keys that are not str (the encoder turns ``{1: "a"}`` into ``{"1": "a"}``
+    without a word, so the job would read back other data than was queued).
+
+    Runs after a successful encoding: the value is known to be finite and acyclic.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    read_back = next(iter(json.loads(_encoder.encode({key: 0}))))
+                    raise SerializationError(
+                        f"{what} is not strict JSON (a dict key is {type(key).__name__} {key!r},"
+                        " and JSON object keys are strings: it would read back as"
+                        f" {read_back!r}):"
+                        " convert the keys to str before queuing")
+                if isinstance(child, (dict, list, tuple)):
+                    stack.append(child)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(child for child in item if isinstance(child, (dict, list, tuple)))
 
 
 def loads(text: object, *, path: str) -> Any:
