@@ -126,14 +126,12 @@ class Processing:
     def get_workers(self) -> list[dict[str, Any]]:
         """Return the live workers of this queue, in every process: dicts with ``id``, ``pid``,
         ``host``, ``started`` (epoch seconds) and ``concurrency``. Rows left by dead processes
-        are deleted, not listed."""
+        are not listed (a read only: the scheduler deletes them, so ``localq stats`` never
+        writes, and works on a file it may only read)."""
         rows = self._store.query(
             "SELECT id, pid, host, started_ms, concurrency, lease FROM workers WHERE queue = :q"
             " ORDER BY started_ms, id", {"q": self.name})
         dead = set(self._backend.lease.dead_owners(self.path, [r[5] for r in rows]))
-        if dead:
-            with self._store.write(durable=False) as conn:
-                self._tx.unregister_workers(conn, leases=sorted(dead))
         return [{"id": r[0], "pid": r[1], "host": r[2], "started": r[3] / 1000.0,
                  "concurrency": r[4]} for r in rows if r[5] not in dead]
 

@@ -247,7 +247,8 @@ def test_when_current_jobs_finished_waits_for_running_jobs(q: localq.Queue) -> N
     assert fetch(q, job.id).get_state() == "completed"
 
 
-def test_get_workers_lists_live_workers_and_deletes_rows_of_dead_ones(q: localq.Queue) -> None:
+def test_get_workers_lists_live_workers_only_and_the_scheduler_deletes_dead_rows(
+        q: localq.Queue) -> None:
     worker = q.process(lambda job: None, concurrency=3)
     with q._store.write(durable=False) as conn:
         conn.execute("INSERT INTO workers (id, queue, pid, host, started_ms, concurrency, lease)"
@@ -258,7 +259,16 @@ def test_get_workers_lists_live_workers_and_deletes_rows_of_dead_ones(q: localq.
     listed = q.get_workers()
     assert [(w["id"], w["concurrency"]) for w in listed] == [(worker.id, 3)]
     assert set(listed[0]) == {"id", "pid", "host", "started", "concurrency"}
+    q._scheduler._sweep()  # due every 30 s: run it now
     assert not q._store.query("SELECT 1 FROM workers WHERE id = 'ghost'")
+
+
+def test_get_workers_only_reads(q: localq.Queue) -> None:
+    with q._store.write(durable=False) as conn:
+        conn.execute("INSERT INTO workers (id, queue, pid, host, started_ms, concurrency, lease)"
+                     " VALUES ('ghost', 'w', 1, 'h', 0, 1, '999999-0123456789abcdef')")
+    wait_for(lambda: q.get_workers() == [])  # no scheduler runs: no worker was started
+    assert q._store.query("SELECT id FROM workers") == [("ghost",)]
 
 
 def test_queue_close_closes_its_workers(db_path: str, clock: FakeClock) -> None:
