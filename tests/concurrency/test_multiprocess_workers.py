@@ -46,7 +46,6 @@ def test_get_workers_lists_every_live_process_and_forgets_dead_ones(tmp_path: ob
         assert listed == {a.pid: 3, b.pid: 1}
         stop(a)
         assert [w["pid"] for w in q.get_workers()] == [b.pid]
-        assert rows(db, "SELECT count(*) FROM workers")[0][0] == 1
     finally:
         stop(a, b)
         q.close()
