@@ -16,6 +16,7 @@ Rules this module enforces (reference/reliability.md §0):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -360,10 +361,9 @@ class Store:
             conns = list(self._conns)
             self._conns = weakref.WeakSet()
         for conn in conns:
-            try:
+            # A connection busy in another thread closes when that thread drops it.
+            with contextlib.suppress(apsw.Error):
                 conn.close()
-            except apsw.Error:
-                pass  # a connection busy in another thread closes when that thread drops it
 
     @property
     def closed(self) -> bool:
@@ -441,7 +441,7 @@ class Store:
         try:
             conn.wal_checkpoint(mode=mode)
         except apsw.BusyError:
-            pass  # readers or a writer in the way: the next round tries again
+            return  # readers or a writer in the way: the next round tries again
         except apsw.Error as exc:
             raise _translate(exc, self.path, self.busy_timeout) from exc
         finally:

@@ -16,6 +16,7 @@ Ctrl-C ends the view with exit status 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import sys
 import time
@@ -267,9 +268,8 @@ def run_view(queue: Queue, names: list[str] | None, args: argparse.Namespace) ->
     if args.count < 0:
         raise ConfigError(f"--count must be >= 0, not {args.count}")
     sampler = Sampler(queue, names)
-    try:
+    # Ctrl-C is how a live view ends: not an error.
+    with contextlib.suppress(KeyboardInterrupt):
         live(sampler.sample, sys.stdout, interval=args.interval, count=args.count,
              plain=args.plain)
-    except KeyboardInterrupt:
-        pass  # Ctrl-C is how a live view ends: not an error
     return 0

@@ -23,6 +23,7 @@ Datagrams carry no authority: any local process can send one, and it only causes
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import secrets
@@ -208,21 +209,19 @@ class Hub:
         payload = (b"d" if delayed else b"c") + queue.encode()
         mask = CHANGE | SCHEDULE if delayed else CHANGE
         for peer in peers:
-            try:
+            # A bell that went away: the next refresh drops it.
+            with contextlib.suppress(OSError, ValueError):
                 if peer.flags() & mask:
                     self._send(payload, peer.port)
-            except (OSError, ValueError):
-                pass  # a bell that went away: the next refresh drops it
 
     def _send(self, payload: bytes, port: int) -> None:
         sender = self._sender
         if sender is None:
             sender = self._sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sender.setblocking(False)
-        try:
+        # A full buffer means the peer has wakeups pending already.
+        with contextlib.suppress(BlockingIOError, ConnectionError):
             sender.sendto(payload, ("127.0.0.1", port))
-        except (BlockingIOError, ConnectionError):
-            pass  # a full buffer means the peer has wakeups pending already
 
     def _current_peers(self) -> list[_Peer]:
         if self._dir is None:

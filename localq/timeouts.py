@@ -15,6 +15,7 @@ Deadlines follow the queue's clock (``processed_on + timeout``), so tests can dr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -52,10 +53,9 @@ class Run:
         self.job._cancel()
         if self.task is not None:
             loop, task = self.task
-            try:
+            # A RuntimeError: the loop already finished, so the handler has returned.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(task.cancel)
-            except RuntimeError:
-                pass  # the loop already finished: the handler has returned
 
 
 class Watchdog:
