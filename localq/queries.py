@@ -206,7 +206,8 @@ _NEXT_QUEUE = (
     "SELECT min(queue) FROM jobs WHERE state = 'waiting' AND queue > :after",
     "SELECT min(queue) FROM jobs WHERE state = 'delayed' AND queue > :after",
     "SELECT min(queue) FROM jobs WHERE state = 'active' AND queue > :after",
-    "SELECT min(queue) FROM jobs WHERE state IN ('completed', 'failed') AND queue > :after",
+    "SELECT min(queue) FROM jobs WHERE state = 'completed' AND queue > :after",
+    "SELECT min(queue) FROM jobs WHERE state = 'failed' AND queue > :after",
 )
 
 

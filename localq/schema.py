@@ -114,8 +114,20 @@ CREATE TABLE rate_starts (
 CREATE INDEX rate_starts_window ON rate_starts (queue, grp, ts_ms);
 """
 
+# SQLite uses a partial index only when the query's WHERE names the index's condition
+# exactly: "state = 'completed'" does not imply "state IN ('completed', 'failed')" to its
+# prover, so counting, listing, cleaning and retaining finished jobs scanned the whole table
+# (get_job_counts on a million waiting jobs: 300 ms). One index per finished state matches
+# the "state = '<state>'" every statement spells out, and keeps ORDER BY finished_on_ms free
+# of a sort.
+_V2 = """
+DROP INDEX jobs_finished;
+CREATE INDEX jobs_completed ON jobs (queue, finished_on_ms) WHERE state = 'completed';
+CREATE INDEX jobs_failed    ON jobs (queue, finished_on_ms) WHERE state = 'failed';
+"""
+
 #: Ordered migrations: MIGRATIONS[i] takes user_version i to i + 1.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 
 #: The schema version this code writes and reads.
 SCHEMA_VERSION = len(MIGRATIONS)
