@@ -62,12 +62,13 @@ from .limiter import RateLimit, group_filter, record_start
 from .options import NO_PRIORITY
 
 __all__ = [
-    "JOB_COLUMNS", "STATE_IS", "add_job", "add_jobs", "add_log", "auto_rowid", "claim", "clean",
-    "create_occurrence", "delete_queue", "emit", "empty", "extend_locks", "lock_for_claim",
-    "move_to_completed", "move_to_failed", "note_drained", "occurrence_id", "pause",
-    "pick_statement", "promote", "promote_due", "public_id", "recover_stalled", "register_worker",
-    "release", "remove", "remove_occurrences", "resume", "retry", "retry_failed", "rowid_of",
-    "set_progress", "trim_events", "unregister_workers", "update_data", "watch_queue",
+    "JOB_COLUMNS", "REMOVED_SCHEDULE_REASON", "STALLED_REASON", "STATE_IS", "add_job", "add_jobs",
+    "add_log", "auto_rowid", "claim", "clean", "create_occurrence", "delete_queue", "emit",
+    "empty", "extend_locks", "lock_for_claim", "move_to_completed", "move_to_failed",
+    "next_rowid", "note_drained", "occurrence_id", "pause", "pick_statement", "promote",
+    "promote_due", "public_id", "recover_stalled", "register_worker", "release", "remove",
+    "remove_occurrences", "resume", "retry", "retry_failed", "rowid_of", "set_progress",
+    "trim_events", "unregister_workers", "update_data", "watch_queue",
 ]
 
 #: ``state = '<state>'`` spelled out: a statement whose plan depends on a bound value is
