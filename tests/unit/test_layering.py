@@ -1,6 +1,8 @@
 """Architecture rules checked on the source of every module of the localq package.
 
-* Only ``transitions.py`` writes job rows (``schema.py`` only creates the table).
+* Only the job moves write job rows: on SQLite the modules of ``moves/``, which
+  ``transitions.py`` re-exports (the one interface to them); on PostgreSQL
+  ``pg/transitions.py``. (``schema.py`` only creates the table.)
 * No module imports ``sqlite3`` (it would drop SQLite's POSIX locks on a file apsw has open)
   or ``pickle`` (a queue file must never become code execution).
 * SQL takes values through named parameters only: no ``?`` placeholders, no ``%`` or
@@ -29,10 +31,15 @@ ALLOWED_FRAGMENTS = {
     # STATE_IS[...]: fixed "state = '<state>'" strings (transitions.STATE_IS).
     "queries.py": {"JOB_COLUMNS", "order", "STATE_IS[state]", "STATE_IS[sql_state]"},
     "repeats.py": {"transitions.JOB_COLUMNS", "due", "_DUE"},
-    "transitions.py": {"JOB_COLUMNS", "_TAIL", "_NEXT_ID", "source", "dead", "guard",
-                       "', '.join(marks)", "i", "name_filter", "unlocked", "' OR '.join(rules)",
-                       "where", "STATE_IS[state]", "STATE_IS[_CLEAN_STATES[state]]",
-                       "_JOB_COLUMNS_J"},
+    # The SQLite job moves (re-exported by transitions.py).
+    "moves/rows.py": {"NEXT_ID"},
+    "moves/adding.py": {"JOB_COLUMNS", "NEXT_ID"},
+    "moves/claiming.py": {"_JOB_COLUMNS_J", "TAIL", "', '.join(marks)", "i", "name_filter"},
+    "moves/finishing.py": {"TAIL", "', '.join(marks)", "i", "' OR '.join(rules)", "where",
+                           "STATE_IS[state]"},
+    "moves/job_admin.py": {"TAIL"},
+    "moves/queue_admin.py": {"STATE_IS[_CLEAN_STATES[state]]", "unlocked"},
+    "moves/occurrences.py": {"JOB_COLUMNS"},
     # The PostgreSQL twins (localq/pg/): the same kind of fixed fragments.
     "pg/limiter.py": {"_group_sql(limit)"},
     "pg/queries.py": {"JOB_COLUMNS", "order", "where"},
@@ -42,8 +49,11 @@ ALLOWED_FRAGMENTS = {
                           "unlocked", "where"},
 }
 
+#: The SQLite modules that write job rows: the moves behind ``transitions.py``.
+SQLITE_MOVES = {"moves/adding.py", "moves/claiming.py", "moves/finishing.py",
+                "moves/job_admin.py", "moves/queue_admin.py", "moves/occurrences.py"}
 #: The modules that write job rows: the transitions of each backend.
-JOB_WRITERS = {"transitions.py", "pg/transitions.py"}
+JOB_WRITERS = SQLITE_MOVES | {"pg/transitions.py"}
 
 _JOB_WRITE = re.compile(r"\b(INSERT\s+(OR\s+\w+\s+)?INTO\s+jobs|UPDATE\s+jobs|DELETE\s+FROM\s+jobs|"
                         r"REPLACE\s+INTO\s+jobs)\b", re.IGNORECASE)
@@ -91,7 +101,20 @@ def test_only_transitions_writes_job_rows(module: tuple[str, ast.Module]) -> Non
     if name in JOB_WRITERS:
         assert writes, f"{name} should hold the job writes (did the scan break?)"
     else:
-        assert writes == [], f"{name} writes job rows; move it into transitions.py"
+        assert writes == [], (f"{name} writes job rows: make it a move in localq/moves/"
+                              " (re-exported by transitions.py) or in pg/transitions.py")
+
+
+def test_transitions_is_the_interface_to_every_sqlite_move() -> None:
+    # The Queue calls the backend's transitions module: a move it did not re-export would be
+    # a job write outside the interface the PostgreSQL twin mirrors.
+    import importlib
+
+    from localq import transitions
+    for name in SQLITE_MOVES:
+        module = importlib.import_module("localq." + name[:-3].replace("/", "."))
+        missing = set(module.__all__) - set(transitions.__all__)
+        assert not missing, f"transitions.py does not re-export {sorted(missing)} of {name}"
 
 
 def test_no_sqlite3_or_pickle(module: tuple[str, ast.Module]) -> None:
@@ -161,8 +184,9 @@ def test_sql_is_never_built_from_values(module: tuple[str, ast.Module]) -> None:
 
 def test_the_allowed_fragments_are_fixed_strings() -> None:
     # The fragments allowed above must stay constants chosen by localq, never user values.
-    from localq import queries, transitions
-    for fragment in (transitions.JOB_COLUMNS, transitions._TAIL, transitions._NEXT_ID):
+    from localq import queries
+    from localq.moves import rows
+    for fragment in (rows.JOB_COLUMNS, rows.TAIL, rows.NEXT_ID):
         assert isinstance(fragment, str) and ":" not in fragment.replace(":tail", "")
     assert all(isinstance(order, str) and re.fullmatch(r"[a-z_, ]+", order)
                for _, order in queries._ORDER.values())
@@ -178,3 +202,4 @@ def test_the_allowed_fragments_are_fixed_strings() -> None:
 def test_the_scan_sees_every_module() -> None:
     names = {str(p.relative_to(PACKAGE)) for p in MODULES}
     assert {"transitions.py", "queue.py", "queries.py", "_db.py", "schema.py"} <= names
+    assert SQLITE_MOVES <= names
