@@ -1,24 +1,30 @@
-"""The processing side of a Queue: lease, lock renewal, scheduler and workers (mixed into Queue).
+"""The processing side of a Queue (mixed into Queue): taking and finishing jobs, the process
+lease, lock renewal, the scheduler and workers.
 
-Kept apart from ``queue.py`` so that producing and admin stay readable; see
-``docs/readme/workers.rst`` for the user's view.
+Kept apart from ``queue.py`` so that producing and admin stay readable; see the README's
+workers section for the user's view.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Union
+from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
 
+from . import serializers
 from .errors import ConfigError, LocalqError
+from .job import Job, failure_plan
+from .options import seconds
 
 if TYPE_CHECKING:
     from .backend import Backend
     from ._db import Store
     from .clock import Clock
     from .events import EventBus
-    from .job import Job
+    from .limiter import RateLimit
     from .options import Settings
     from .renewal import LockRenewer
     from .scheduler import Scheduler
@@ -28,6 +34,9 @@ if TYPE_CHECKING:
 __all__ = ["Processing"]
 
 Handler = Union[Callable[["Job"], Any], str]
+
+#: The longest failure reason stored (a stack trace may take twice as much).
+_MAX_REASON = 10_000
 
 
 class Processing:
@@ -45,6 +54,15 @@ class Processing:
     _locks: dict[int, str]
     _workers: list[Worker]
     _closed: bool
+    _q: Any
+    _limit: RateLimit | None
+    _limited_until_ms: int | None
+
+    if TYPE_CHECKING:  # defined by Queue and its Getters mixin
+        def _now_ms(self) -> int: ...
+        def _after_write(self, *, delayed: bool = False) -> None: ...
+        def _emit_local(self, event: str, *args: Any) -> None: ...
+        def get_job(self, job_id: str) -> Job | None: ...
 
     def _init_processing(self) -> None:
         #: Tokens of jobs whose outcome is being written (see renewal.renew_locks).
@@ -104,6 +122,164 @@ class Processing:
         """Extend every lock this queue holds once (the renewal thread's step)."""
         from .renewal import renew_locks
         return renew_locks(self)  # type: ignore[arg-type]
+
+    # -- taking and finishing jobs (by hand, and for workers) --------------------------------
+
+    def _claim(self, *, names: Sequence[str] | None = None, conn: Any = None,
+               emit: bool = True, drained: bool = False) -> Job | None:
+        """Take and lock the next runnable job (inside *conn*'s transaction when given; then
+        pass ``emit=False`` and emit ``active`` after the commit). With *drained*, finding
+        nothing also records a global ``drained`` event, in the same transaction."""
+        params = self._claim_params(names)
+        if conn is not None:
+            row = self._claim_in(conn, params)
+        elif self._nothing_to_claim(names, drained):
+            return None
+        else:
+            with self._store.write(durable=False) as conn:
+                row = self._claim_in(conn, params)
+                if row is None and drained:
+                    self._tx.note_drained(conn, queue=self.name, now_ms=self._now_ms())
+        if row is None:
+            if drained:
+                self._after_write()  # global:drained listeners elsewhere
+            return None
+        job = self._claimed(row, params["token"])
+        if emit:
+            self._emit_local("active", job)
+        return job
+
+    def _nothing_to_claim(self, names: Sequence[str] | None, drained: bool) -> bool:
+        """Whether a read shows that a claim would find nothing (and write no ``drained``
+        event): an idle worker, woken by every commit, then leaves the write lock to others.
+        Not with a rate limiter (its window is kept by the claim)."""
+        runnable = getattr(self._q, "runnable", None)  # a backend may not have the read
+        if self._limit is not None or runnable is None:
+            return False
+        found, watched = runnable(self._store, queue=self.name, names=names,
+                                  now_ms=self._now_ms())
+        return not found and not (drained and watched)
+
+    def _claim_params(self, names: Sequence[str] | None) -> dict[str, Any]:
+        return dict(queue=self.name, token=secrets.token_hex(8), owner=self._owner,
+                    lock_ms=int(self.settings.lock_duration * 1000), names=names,
+                    limit=self._limit)
+
+    def _claimed(self, row: tuple[Any, ...], token: str) -> Job:
+        """Hold the lock of a job claimed (and committed) with *token*; return the job."""
+        self._locks[row[0]] = token
+        self._after_claim()
+        return Job(self, row, token=token)  # type: ignore[arg-type]
+
+    def _claim_in(self, conn: Any, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        # The time is read under the write lock, so claims commit in time order: the limiter's
+        # sliding window (and a repeat schedule's next slot) never sees a start from its future.
+        # (SQLite holds that lock since BEGIN IMMEDIATE; PostgreSQL takes the limiter's here.)
+        self._tx.lock_for_claim(conn, queue=self.name, limit=self._limit)
+        now = self._now_ms()
+        row: tuple[Any, ...] | None = self._tx.claim(conn, now_ms=now, **params)
+        self._limited_until_ms = None
+        if row is None and self._limit is not None:
+            self._limited_until_ms = self._backend.limiter.limited_until(
+                conn, self._limit, self.name, now)
+        return row
+
+    def get_next_job(self, timeout: float = 0) -> Job | None:
+        """Take and lock the next runnable job (a due delayed job counts), waiting up to
+        *timeout* seconds for one; finish it with ``move_to_completed`` / ``move_to_failed``.
+        """
+        import time
+        limit = seconds(timeout, "timeout")
+        deadline = time.monotonic() + limit
+        while True:
+            seen = self._watcher.version()
+            job = self._claim()
+            remaining = deadline - time.monotonic()
+            if job is not None or remaining <= 0:
+                return job
+            self._watcher.wait_change(seen, remaining)
+
+    def _complete(self, job: Job, result: Any, *, ignore_lock: bool = False,
+                  fetch: bool = False, names: Sequence[str] | None = None) -> Job | None:
+        text = serializers.dumps(result, what="return value", limit=self.settings.max_data_bytes)
+        token = job._require_token(ignore_lock)
+        row = None
+        # Prepared before and used after the transaction: other processes wait for the write
+        # lock while it is held.
+        params = self._claim_params(names) if fetch else None
+        if token is not None:
+            self._finishing.add(token)
+        try:
+            with self._store.write(durable=False) as conn:
+                self._tx.move_to_completed(conn, rowid=job._rowid, public=job.id,
+                                              token=token, returnvalue=text,
+                                              now_ms=self._now_ms())
+                if params is not None:
+                    row = self._claim_in(conn, params)
+            job._release()
+        finally:
+            self._finishing.discard(token or "")
+        # Only once committed is the fetched job ours (a rollback took nothing).
+        nxt = None if row is None or params is None else self._claimed(row, params["token"])
+        job._state = "completed"
+        job.returnvalue = None if text == "null" else json.loads(text)
+        job.finished_on = self._clock.now()
+        self._after_write()
+        self._emit_local("completed", job, job.returnvalue)
+        if nxt is not None:
+            self._emit_local("active", nxt)
+        return nxt
+
+    def _fail(self, job: Job, err: Any, *, ignore_lock: bool = False) -> str:
+        token = job._require_token(ignore_lock)
+        reason, stack, delay = failure_plan(job, err, self.settings.backoff_strategies)
+        if token is not None:
+            self._finishing.add(token)
+        try:
+            with self._store.write(durable=False) as conn:
+                state: str = self._tx.move_to_failed(
+                    conn, rowid=job._rowid, public=job.id, token=token,
+                    reason=reason[:_MAX_REASON],
+                    stack=None if stack is None else stack[: 2 * _MAX_REASON],
+                    retry_delay_ms=delay, now_ms=self._now_ms())
+            job._release()
+        finally:
+            self._finishing.discard(token or "")
+        job._state, job.failed_reason = state, reason[:_MAX_REASON]
+        job.attempts_made += 1
+        self._after_write(delayed=state == "delayed")
+        self._emit_local("failed", job, err)
+        return state
+
+    def _recover_stalled(self, dead_owners: Sequence[str] = (), *,
+                         check_expired: bool = True) -> list[tuple[str, str]]:
+        """Take back this queue's stalled jobs (lock expired by the queue's clock, unless
+        *check_expired* is False, or owner in *dead_owners*); emit ``stalled`` (and ``failed``
+        past ``max_stalled_count``)."""
+        with self._store.write(durable=False) as conn:
+            taken: list[tuple[str, str]] = self._tx.recover_stalled(
+                conn, queue=self.name, now_ms=self._now_ms(), dead_owners=list(dead_owners),
+                max_stalled_count=self.settings.max_stalled_count, check_expired=check_expired)
+        if taken:
+            self._after_write()
+        for job_id, state in taken:
+            job = self.get_job(job_id)
+            if job is not None:
+                self._locks.pop(job._rowid, None)
+                self._emit_local("stalled", job)
+                if state == "failed":
+                    self._emit_local("failed", job, job.failed_reason)
+        return taken
+
+    def _scheduler_tick(self) -> None:
+        """Do the scheduler's periodic work for this queue once, on the queue's clock."""
+        owners = self._store.query("SELECT DISTINCT lock_owner FROM jobs WHERE queue = :q"
+                                   " AND state = 'active'", {"q": self.name})
+        self._recover_stalled(self._backend.lease.dead_owners(self.path, [r[0] for r in owners]))
+        if not self._store.query("SELECT 1 FROM repeats WHERE queue = :q LIMIT 1", {"q": self.name}):
+            return
+        from .repeats import create_due
+        create_due(self)  # type: ignore[arg-type]
 
     # -- workers -----------------------------------------------------------------------------
 
