@@ -15,7 +15,7 @@ import sys
 from typing import Any, Callable, NoReturn, Sequence
 
 from . import cli_format as fmt
-from . import queries
+from . import states
 from ._db import resolve_path
 from .errors import ConfigError, JobNotFound, LocalqError
 from .queue import Queue
@@ -196,7 +196,7 @@ def _emit(args: argparse.Namespace, objects: list[dict[str, Any]], text: str) ->
 
 
 def _counts(queue: Queue, name: str) -> dict[str, Any]:
-    counts = queue._q.counts(queue._store, name, queries.STATES)
+    counts = queue._q.counts(queue._store, name, states.STATES)
     paused = bool(queue._store.query("SELECT 1 FROM queues WHERE name = :q AND paused = 1",
                                      {"q": name}))
     return {"queue": name, "is_paused": paused, **counts}
@@ -208,7 +208,7 @@ def _cmd_queues(args: argparse.Namespace) -> int:
     with _open(args) as q:
         stats = [_counts(q, name) for name in q._q.queue_names(q._store)]
     objs = [{"queue": s["queue"], "is_paused": s["is_paused"],
-             "jobs": sum(s[k] for k in queries.STATES)} for s in stats]
+             "jobs": sum(s[k] for k in states.STATES)} for s in stats]
     _emit(args, objs, fmt.table(["QUEUE", "PAUSED", "JOBS"], [
         [o["queue"], "yes" if o["is_paused"] else "no", o["jobs"]] for o in objs])
         if objs else "no queues in this file")
@@ -227,8 +227,8 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         names = [args.queue] if args.queue else q._q.queue_names(q._store)
         objs = [{**_counts(q, name), "workers": _workers(q, name)} for name in names]
     rows = [[o["queue"] + (" (paused)" if o["is_paused"] else "")]
-            + [o[s] for s in (*queries.STATES, "workers")] for o in objs]
-    _emit(args, objs, fmt.table(["QUEUE", *(s.upper() for s in queries.STATES), "WORKERS"],
+            + [o[s] for s in (*states.STATES, "workers")] for o in objs]
+    _emit(args, objs, fmt.table(["QUEUE", *(s.upper() for s in states.STATES), "WORKERS"],
                                 rows) if objs else "no queues in this file")
     return 0
 

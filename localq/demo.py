@@ -21,7 +21,7 @@ import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 
-from .queries import STATES
+from .states import STATES
 from .cli_watch import Frame, Sampler, live
 from .errors import ConfigError, LocalqError
 

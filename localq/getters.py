@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
 
-from .queries import STATES
+from .states import STATES
 from .errors import ConfigError, JobNotFound
 from .job import Job
 

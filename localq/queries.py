@@ -14,11 +14,10 @@ from . import serializers
 from ._db import Store
 from .transitions import JOB_COLUMNS, STATE_IS, pick_statement, public_id, rowid_of
 
-__all__ = ["STATES", "active_jobs", "count_events_after", "counts", "events_after", "job_row",
+__all__ = ["active_jobs", "count_events_after", "counts", "events_after", "job_row",
            "job_state", "list_jobs", "logs", "outcome", "queue_names", "recent_events", "rowid",
            "runnable"]
 
-STATES = ("waiting", "active", "delayed", "completed", "failed", "paused")
 
 _ORDER = {
     # (sql state, index-friendly ORDER BY for ascending)

@@ -23,6 +23,7 @@ from .options import (JobOptions, Limiter, Settings, check_queue_name, merge_job
                       seconds)
 from .processing import Processing
 from .repeats import Repeatables
+from .states import CLEAN_STATES
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -283,9 +284,9 @@ class Queue(Getters, Repeatables, Processing):
         """Remove jobs of *status* older than *grace* seconds (active: unlocked only), at most
         *limit* (0: all); emit ``cleaned`` and return their ids."""
         grace_s = seconds(grace, "grace")
-        if status not in self._tx._CLEAN_STATES:
+        if status not in CLEAN_STATES:
             raise ConfigError(f"clean status {status!r} must be one of"
-                              f" {sorted(self._tx._CLEAN_STATES)}")
+                              f" {sorted(CLEAN_STATES)}")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ConfigError(f"limit must be an int >= 0 (0: all), not {limit!r}")
         now = self._now_ms()

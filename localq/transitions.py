@@ -78,7 +78,6 @@ from .moves.job_admin import (add_log, promote, remove, retry, retry_failed, set
                               update_data)
 from .moves.occurrences import create_occurrence, occurrence_id, remove_occurrences
 from .moves.outbox import emit, watch_queue
-from .moves.queue_admin import _CLEAN_STATES  # noqa: F401 (Queue.clean checks its states)
 from .moves.queue_admin import (clean, delete_queue, empty, note_drained, pause,
                                 register_worker, resume, trim_events, unregister_workers)
 from .moves.rows import JOB_COLUMNS, STATE_IS, auto_rowid, public_id, rowid_of

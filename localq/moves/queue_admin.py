@@ -9,16 +9,13 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ..errors import InvalidJobState
+from ..states import CLEAN_STATES
 from .outbox import emit, emit_if_watched
 from .rows import STATE_IS, note_deleted, public_id
 
 __all__ = ["clean", "delete_queue", "empty", "note_drained", "pause", "register_worker",
            "resume", "trim_events", "unregister_workers"]
 
-#: The states clean() takes (Bull's names: ``wait`` and ``paused`` are the waiting jobs of a
-#: running or a paused queue) and the stored state each one names.
-_CLEAN_STATES = {"completed": "completed", "failed": "failed", "waiting": "waiting",
-                 "wait": "waiting", "paused": "waiting", "delayed": "delayed", "active": "active"}
 
 
 def clean(conn: Any, *, queue: str, state: str, before_ms: int, limit: int,
@@ -28,7 +25,7 @@ def clean(conn: Any, *, queue: str, state: str, before_ms: int, limit: int,
 
     :returns: the public ids removed.
     """
-    if _CLEAN_STATES[state] == "waiting":
+    if CLEAN_STATES[state] == "waiting":
         # As in get_jobs and get_job_counts, a queue's waiting jobs are in the "paused" state
         # while it is paused and in "waiting" otherwise, never in both.
         paused = bool(conn.execute("SELECT 1 FROM queues WHERE name = :q AND paused = 1",
@@ -40,7 +37,7 @@ def clean(conn: Any, *, queue: str, state: str, before_ms: int, limit: int,
     unlocked = " AND (lock_expires_ms IS NULL OR lock_expires_ms < :now)" if state == "active" else ""
     rows = conn.execute(
         "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE queue = +:q"
-        f" AND {STATE_IS[_CLEAN_STATES[state]]}"
+        f" AND {STATE_IS[CLEAN_STATES[state]]}"
         " AND coalesce(finished_on_ms, processed_on_ms, timestamp_ms) < +:before" + unlocked +
         " ORDER BY id LIMIT +:n) RETURNING id, job_id", params).fetchall()
     if rows:

@@ -24,11 +24,10 @@ from .store import PgStore
 from .. import serializers
 from .transitions import JOB_COLUMNS, auto_rowid, public_id, rowid_of
 
-__all__ = ["STATES", "active_jobs", "count_events_after", "counts", "events_after", "job_row",
+__all__ = ["active_jobs", "count_events_after", "counts", "events_after", "job_row",
            "job_state", "last_event_id", "list_jobs", "logs", "outcome", "public", "queue_names",
            "recent_events", "rowid"]
 
-STATES = ("waiting", "active", "delayed", "completed", "failed", "paused")
 
 _ORDER = {
     # (sql state, index-friendly ORDER BY for ascending)

@@ -30,6 +30,7 @@ from typing import Any, Iterable, Sequence
 from ..errors import InvalidJobState, JobNotFound, LockError
 from ..limiter import RateLimit
 from ..options import NO_PRIORITY
+from ..states import CLEAN_STATES
 from ..transitions import auto_rowid
 from ._sql import J_COLUMNS as _J_COLUMNS
 from ._sql import JOB_COLUMNS, Row, emit, public_id
@@ -594,10 +595,6 @@ def remove(conn: Any, *, rowid: int, public: str, token: str | None, now_ms: int
     _emit_many(conn, queue, [("removed", public, None)], now_ms)
 
 
-_CLEAN_STATES = {"completed": "completed", "failed": "failed", "waiting": "waiting",
-                 "wait": "waiting", "paused": "waiting", "delayed": "delayed", "active": "active"}
-
-
 def _is_paused(conn: Any, queue: str) -> bool:
     return bool(_rows(conn, "SELECT 1 FROM queues WHERE name = %(q)s AND paused = 1",
                      {"q": queue}))
@@ -611,7 +608,7 @@ def clean(conn: Any, *, queue: str, state: str, before_ms: int, limit: int,
 
     :returns: the public ids removed.
     """
-    if _CLEAN_STATES[state] == "waiting" and _is_paused(conn, queue) != (state == "paused"):
+    if CLEAN_STATES[state] == "waiting" and _is_paused(conn, queue) != (state == "paused"):
         return []
     unlocked = (" AND (lock_expires_ms IS NULL OR lock_expires_ms < %(now)s)"
                 if state == "active" else "")
@@ -619,7 +616,7 @@ def clean(conn: Any, *, queue: str, state: str, before_ms: int, limit: int,
                  " AND state = %(s)s AND coalesce(finished_on_ms, processed_on_ms, timestamp_ms)"
                  " < %(before)s" + unlocked + " ORDER BY id LIMIT %(n)s FOR UPDATE SKIP LOCKED)"
                  " RETURNING id, job_id",
-                 {"q": queue, "s": _CLEAN_STATES[state], "before": before_ms, "now": now_ms,
+                 {"q": queue, "s": CLEAN_STATES[state], "before": before_ms, "now": now_ms,
                   "n": limit if limit > 0 else None})
     return [public_id(r[0], r[1]) for r in sorted(rows)]
 

@@ -7,6 +7,7 @@ import pytest
 from localq.pg import queries as q
 from localq.pg import transitions as tr
 from localq.pg.store import PgStore
+from localq.states import STATES
 from test_pg_transitions import T0, add, claim, complete, fail
 
 pytestmark = pytest.mark.pg
@@ -31,7 +32,7 @@ def test_listings_counts_and_ranges(store: PgStore) -> None:
         add(store, priority=5 - i if i < 2 else None)
     add(store, delay_ms=10)
     claim(store)
-    counts = q.counts(store, "q", list(q.STATES))
+    counts = q.counts(store, "q", list(STATES))
     assert counts == {"waiting": 4, "active": 1, "delayed": 1, "completed": 0, "failed": 0,
                       "paused": 0}
     waiting = [r[0] for r in q.list_jobs(store, "q", ["waiting"], 0, -1, True)]

@@ -38,7 +38,7 @@ ALLOWED_FRAGMENTS = {
     "moves/finishing.py": {"TAIL", "', '.join(marks)", "i", "' OR '.join(rules)", "where",
                            "STATE_IS[state]"},
     "moves/job_admin.py": {"TAIL"},
-    "moves/queue_admin.py": {"STATE_IS[_CLEAN_STATES[state]]", "unlocked"},
+    "moves/queue_admin.py": {"STATE_IS[CLEAN_STATES[state]]", "unlocked"},
     "moves/occurrences.py": {"JOB_COLUMNS"},
     # The PostgreSQL twins (localq/pg/): the same kind of fixed fragments.
     "pg/limiter.py": {"_group_sql(limit)"},
