@@ -1,4 +1,9 @@
-"""Helpers for tests with real worker processes (see ``tests/worker_proc.py``)."""
+"""Helpers for tests with real worker processes (see ``tests/worker_proc.py``).
+
+Every helper that takes *db* accepts either backend's path: a SQLite file, or the
+``postgresql://`` URL of a schema (what the ``db_path`` fixture gives); child processes open
+``localq.Queue(name, path=db)`` with the same string.
+"""
 
 from __future__ import annotations
 
@@ -82,14 +87,29 @@ def wait_for(predicate: Callable[[], Any], timeout: float, step: float = 0.005) 
     return bool(predicate())
 
 
+def is_pg(db: str) -> bool:
+    """Whether *db* is a PostgreSQL URL (else a SQLite file)."""
+    from localq.pg.url import is_postgres_url
+    return is_postgres_url(db)
+
+
 def reader(db: str) -> apsw.Connection:
-    """A read-only connection for checking what workers did."""
+    """A read-only connection to a SQLite file, for checking what workers did."""
     conn = apsw.Connection(db, flags=apsw.SQLITE_OPEN_READONLY)
     conn.set_busy_timeout(10_000)
     return conn
 
 
 def rows(db: str, sql: str, params: Any = None) -> list[Any]:
+    """Run one read on a connection of its own (named parameters as ``:name``, on both
+    backends) and return its rows."""
+    if is_pg(db):
+        from localq.pg.store import PgStore
+        store = PgStore(db)
+        try:
+            return [tuple(r) for r in store.query(sql, params)]
+        finally:
+            store.close()
     conn = reader(db)
     try:
         return conn.execute(sql, params).fetchall()
@@ -110,3 +130,21 @@ def lock_is_held(path: str) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def leader_is_held(db: str, queue: str) -> bool:
+    """Whether some process leads the scheduler of *queue* on *db* (probed, not kept): the
+    leader lock file on SQLite, the leader's session advisory lock on PostgreSQL."""
+    if not is_pg(db):
+        from localq.scheduler import leader_path
+        return lock_is_held(leader_path(db, queue))
+    import psycopg
+
+    from localq.pg.lease import PgLeaderLock, advisory_key
+    from localq.pg.url import parse_url
+    key = advisory_key("leader", PgLeaderLock(db, queue).name)
+    # A transaction-level try-lock ends with this autocommit statement: a candidate that
+    # tries at the same instant may lose one round, never the leadership.
+    with psycopg.connect(parse_url(db).conninfo, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (key,)).fetchone()
+    return not (row and row[0])

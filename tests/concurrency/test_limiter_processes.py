@@ -2,7 +2,7 @@
 
 Each process takes jobs with ``limiter={"max": 5, "duration": 1}`` and, when held back,
 sleeps until ``Queue._limited_until_ms`` as a worker does. The start times are the ones
-the claims recorded (``processed_on``, read under the write lock).
+the claims recorded (``processed_on``, read under the write lock). On both backends.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ def claim_loop(path: str, out: str, stop: Any) -> None:
     Path(out).write_text(json.dumps(taken))
 
 
-def test_two_processes_start_at_most_max_jobs_in_any_window(tmp_path: Path) -> None:
-    path = str(tmp_path / "q.db")
+def test_two_processes_start_at_most_max_jobs_in_any_window(db_path: str,
+                                                            tmp_path: Path) -> None:
+    path = db_path
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     with localq.Queue("limited", path=path, limiter=LIMITER) as q:

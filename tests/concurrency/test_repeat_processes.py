@@ -2,7 +2,7 @@
 
 Each process loops ``q._scheduler_tick()`` (what the workers' scheduler thread does) and
 ``q.get_next_job()`` / ``move_to_completed`` on a 0.2 s ``every`` schedule. Then the parent
-removes the schedule while both keep going.
+removes the schedule while both keep going. On both backends.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ def occurrence_rows(q: localq.Queue, key: str) -> dict[str, str]:
     return {job_id: state for job_id, state in rows}
 
 
-def test_two_processes_run_each_slot_once_and_nothing_after_removal(tmp_path: Path) -> None:
-    path = str(tmp_path / "q.db")
+def test_two_processes_run_each_slot_once_and_nothing_after_removal(db_path: str,
+                                                                   tmp_path: Path) -> None:
+    path = db_path
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     with localq.Queue("beat", path=path) as q:
