@@ -213,12 +213,38 @@ _registry: dict[str, PgLease] = {}
 _registry_lock = threading.Lock()
 #: owner -> monotonic time it was first found free (the first of the two probes).
 _free_since: dict[str, float] = {}
-#: Leases inherited through fork(): never closed in the child (their sockets are the parent's).
+#: Leases inherited through fork(): never closed in the child (their sessions are the parent's).
 _abandoned: list[PgLease] = []
+
+
+def _detach(lease: PgLease) -> None:
+    """Drop the child's copy of an inherited lease socket, saying nothing to the server.
+
+    Closing the connection would send Terminate and end the parent's session. Keeping the
+    descriptor would keep that session, and with it the lease and any leadership, alive for
+    as long as the child lives: a forked child (a ``multiprocessing`` fork, a daemon) outliving
+    a SIGKILLed worker would hide its death, and its jobs would never come back. So the
+    descriptor is pointed at /dev/null (``dup2``: the number stays taken, so the abandoned
+    connection can never write to a file opened later); the parent's socket is untouched.
+    """
+    conn = lease._conn
+    if conn is None:
+        return
+    try:
+        fd = conn.fileno()
+    except psycopg.Error:
+        return
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        os.dup2(null, fd, inheritable=False)
+    finally:
+        os.close(null)
 
 
 def _reset_after_fork() -> None:
     global _registry_lock
+    for lease in _registry.values():
+        _detach(lease)
     _abandoned.extend(_registry.values())
     _registry.clear()
     _free_since.clear()
