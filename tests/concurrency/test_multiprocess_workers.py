@@ -14,8 +14,8 @@ from tests.processes import read_log, rows, spawn_worker, stop, wait_for
 pytestmark = pytest.mark.multiprocess
 
 
-def test_worker_processes_share_the_jobs_and_complete_each_once(db_path: str,
-                                                                 tmp_path: object) -> None:
+def test_worker_processes_share_the_jobs_and_complete_each_once(
+        db_path: str, tmp_path: object) -> None:
     db, log = db_path, f"{tmp_path}/w.log"
     q = localq.Queue("mp", path=db, durability="normal", settings={"max_events": 100_000})
     workers = [spawn_worker(db, "mp", log, "--concurrency", "2") for _ in range(2)]

@@ -44,8 +44,8 @@ def occurrence_rows(q: localq.Queue, key: str) -> dict[str, str]:
     return {job_id: state for job_id, state in rows}
 
 
-def test_two_processes_run_each_slot_once_and_nothing_after_removal(db_path: str,
-                                                                   tmp_path: Path) -> None:
+def test_two_processes_run_each_slot_once_and_nothing_after_removal(
+        db_path: str, tmp_path: Path) -> None:
     path = db_path
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()

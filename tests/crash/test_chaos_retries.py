@@ -109,6 +109,7 @@ def test_random_kills_with_failing_attempts_lose_nothing_and_run_nothing_too_oft
     assert over == {}, "jobs run more often than their attempts and stalls allow"
     extra = sum(runs.values()) - sum(j.attempts_made + (j.state == "completed")
                                      for j in jobs.values())
-    print(f"\n{backend} chaos with retries: {kills} kills, {sum(runs.values())} runs, {extra} re-runs"
-          f" after a stall, {sum(j.state == 'failed' for j in jobs.values())} failed for good")
+    failed = sum(j.state == "failed" for j in jobs.values())
+    print(f"\n{backend} chaos with retries: {kills} kills, {sum(runs.values())} runs,"
+          f" {extra} re-runs after a stall, {failed} failed for good")
     assert len(read_jobs(db)) == n

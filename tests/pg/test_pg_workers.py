@@ -1,16 +1,14 @@
-"""Workers in separate processes on PostgreSQL: SIGKILL, cut sessions, a server restart.
+"""Workers in separate processes on PostgreSQL: cut sessions, a server restart.
 
 Each worker is ``tests/worker_proc.py`` given the queue's URL, with its own connections. The
 outcome is read from the database (one ``completed`` event per job) and from the workers' own
 logs, never from exit codes alone: 0 jobs lost, 0 completed twice, and no job of a live worker
-taken back because its session was cut.
+taken back because its session was cut. (SIGKILL chaos and the recovery of a killed worker's
+jobs run on both backends in tests/crash/test_kill_workers.py.)
 """
 
 from __future__ import annotations
 
-import json
-import random
-import time
 from collections import Counter
 from typing import Any, Iterator
 
@@ -23,8 +21,6 @@ from localq.pg.url import parse_url
 from tests.processes import read_log, spawn_worker, stop, wait_for
 
 pytestmark = [pytest.mark.pg, pytest.mark.multiprocess, pytest.mark.crash]
-
-CHAOS = json.dumps({"max_stalled_count": 10_000, "max_events": 1_000_000})
 
 
 def completions(q: localq.Queue) -> Counter[str]:
@@ -43,68 +39,6 @@ def terminate(url: str, application_names: tuple[str, ...]) -> int:
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname ="
             " current_database() AND pid <> pg_backend_pid() AND application_name = ANY(%s)",
             (list(application_names),)).fetchall())
-
-
-@pytest.mark.slow
-def test_sigkill_at_random_loses_no_job_and_completes_none_twice(pg_url: str,
-                                                                  tmp_path: Any) -> None:
-    log, n = f"{tmp_path}/w.log", 200
-    q = localq.Queue("chaos", path=pg_url, durability="normal", settings=json.loads(CHAOS))
-    q.add_bulk([{"data": {"jitter": 0.08}} for _ in range(n)])
-    opts = ("--concurrency", "2", "--settings", CHAOS)
-    workers = [spawn_worker(pg_url, "chaos", log, *opts) for _ in range(3)]
-    rng = random.Random(4321)
-    kills = 0
-
-    def done() -> bool:
-        return bool(q.get_job_counts("completed")["completed"] == n)
-    try:
-        deadline = time.monotonic() + 6.0
-        while time.monotonic() < deadline and not done():
-            time.sleep(rng.uniform(0.1, 0.25))
-            victim = rng.randrange(len(workers))
-            stop(workers[victim])
-            kills += 1
-            workers[victim] = spawn_worker(pg_url, "chaos", log, *opts, wait=False)
-        assert wait_for(done, 90, 0.05)
-    finally:
-        stop(*workers)
-    counts = q.get_job_counts()
-    done_by = completions(q)
-    starts = Counter(line.job for line in read_log(log) if line.kind == "start")
-    q.close()
-    print(f"\npg chaos: {kills} kills, {sum(starts.values()) - n} extra executions")
-    assert kills >= 5
-    assert counts["completed"] == n and counts["active"] == counts["waiting"] == 0  # 0 lost
-    assert len(done_by) == n and max(done_by.values()) == 1  # 0 completed twice
-
-
-def test_jobs_of_a_sigkilled_worker_are_back_within_seconds(pg_url: str, tmp_path: Any) -> None:
-    log = f"{tmp_path}/w.log"
-    q = localq.Queue("rec", path=pg_url, durability="normal")
-    leader = spawn_worker(pg_url, "rec", log, "--concurrency", "2")
-    victim = spawn_worker(pg_url, "rec", log, "--concurrency", "2")
-    try:
-        for _ in range(4):
-            q.add({"hold": 60})
-        assert wait_for(lambda: q.get_job_counts("active")["active"] == 4, 15)
-        owners = Counter(r[0] for r in q._store.query(
-            "SELECT lock_owner FROM jobs WHERE state = 'active'"))
-        mine = [o for o in owners if o.startswith(f"{victim.pid}-")]
-        assert len(mine) == 1 and owners[mine[0]] == 2
-        victim.kill()
-        started = time.monotonic()
-        victim.wait()
-        assert wait_for(lambda: not q._store.query(
-            "SELECT 1 FROM jobs WHERE state = 'active' AND lock_owner = :o", {"o": mine[0]}),
-            10, 0.01)
-        elapsed = time.monotonic() - started
-        print(f"\npg recovery after SIGKILL: {elapsed * 1000:.0f} ms")
-        assert elapsed < 5  # the lease grace (1 s) plus the leader's look interval
-        assert events(q, "stalled") == 2
-    finally:
-        stop(leader, victim)
-        q.close()
 
 
 def test_cut_sessions_are_not_mistaken_for_dead_workers(pg_url: str, tmp_path: Any) -> None:
