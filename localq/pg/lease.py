@@ -40,6 +40,7 @@ from typing import Any, Iterable, Iterator
 import filelock
 import psycopg
 
+from . import forksafe
 from .errors import translate
 from .notify import KEEPALIVES
 from .url import is_postgres_url, parse_url, redact, resolve
@@ -103,6 +104,7 @@ class PgLease:
     def _connect_and_lock(self) -> None:
         conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10,
                                application_name="localq-lease", **KEEPALIVES)
+        forksafe.track(conn)
         try:
             for name, value in _SERVER_KEEPALIVES:
                 conn.execute("SELECT set_config(%s, %s, false)", (name, value))
@@ -217,34 +219,10 @@ _free_since: dict[str, float] = {}
 _abandoned: list[PgLease] = []
 
 
-def _detach(lease: PgLease) -> None:
-    """Drop the child's copy of an inherited lease socket, saying nothing to the server.
-
-    Closing the connection would send Terminate and end the parent's session. Keeping the
-    descriptor would keep that session, and with it the lease and any leadership, alive for
-    as long as the child lives: a forked child (a ``multiprocessing`` fork, a daemon) outliving
-    a SIGKILLed worker would hide its death, and its jobs would never come back. So the
-    descriptor is pointed at /dev/null (``dup2``: the number stays taken, so the abandoned
-    connection can never write to a file opened later); the parent's socket is untouched.
-    """
-    conn = lease._conn
-    if conn is None:
-        return
-    try:
-        fd = conn.fileno()
-    except psycopg.Error:
-        return
-    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        os.dup2(null, fd, inheritable=False)
-    finally:
-        os.close(null)
-
-
 def _reset_after_fork() -> None:
+    # The lease sockets themselves are detached by localq.pg.forksafe (a child keeping them
+    # would hide the parent's death); here the child forgets the parent's leases.
     global _registry_lock
-    for lease in _registry.values():
-        _detach(lease)
     _abandoned.extend(_registry.values())
     _registry.clear()
     _free_since.clear()

@@ -28,6 +28,8 @@ from typing import Any, Callable
 import psycopg
 from psycopg import sql
 
+from . import forksafe
+
 __all__ = ["Notifier", "channel_for"]
 
 log = logging.getLogger("localq")
@@ -131,6 +133,7 @@ class Notifier:
     def _connect(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10,
                                application_name="localq-listen", **KEEPALIVES)
+        forksafe.track(conn)
         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
         return conn
 

@@ -32,7 +32,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import ConfigError, DatabaseError
-from . import schema
+from . import forksafe, schema
 from .errors import translate
 from .notify import KEEPALIVES, Notifier
 from .url import parse_url, remember
@@ -116,6 +116,7 @@ class PgStore:
         return conn
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        forksafe.track(conn)  # every session: pooled ones and the migration's
         # One round trip for every session setting. search_path holds only our schema, so
         # unqualified table names are ours (pg_catalog is always searched first for functions).
         conn.execute(

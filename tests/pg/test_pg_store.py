@@ -242,6 +242,52 @@ def test_a_forked_child_opens_its_own_sessions_and_leaves_the_parents_alone(
     assert store.query("SELECT count(*) FROM jobs")[0][0] == 3
 
 
+@pytest.mark.crash
+def test_a_forked_child_does_not_keep_a_killed_parents_transaction_open(
+        store: PgStore, pg_url: str) -> None:
+    """A worker SIGKILLed inside a transaction, whose forked child lives on: the server must
+    see the session end at once (its row locks would block the recovery of its jobs, up to
+    idle_in_transaction_session_timeout), so the child must not keep the socket open."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.processes import ROOT
+    add(store)
+    code = (
+        "import os, sys, time\n"
+        "from localq.pg.store import PgStore\n"
+        f"store = PgStore({pg_url!r})\n"
+        "with store.write(durable=False) as conn:\n"
+        "    conn.execute('SELECT id FROM jobs FOR UPDATE').fetchall()\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        os.close(1); time.sleep(30); os._exit(0)\n"
+        "    print(pid, flush=True)\n"
+        "    time.sleep(30)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PYTHONPATH=ROOT))
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    try:
+        with admin(pg_url) as conn:
+            locked = "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid'" \
+                     " AND pid <> pg_backend_pid() AND granted"
+            assert conn.execute(locked).fetchone()[0] >= 1  # the parent holds its row lock
+            parent.send_signal(signal.SIGKILL)
+            parent.wait()
+            os.kill(child, 0)  # the child still runs...
+            # ...and the server has ended the parent's session: its lock is gone.
+            eventually(lambda: conn.execute(locked).fetchone()[0] == 0, timeout=10)
+        with store.write(durable=False) as conn:
+            assert conn.execute("SELECT id FROM jobs FOR UPDATE NOWAIT").fetchall()
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()
+        os.kill(child, signal.SIGKILL)
+
+
 def test_schema_url_helper_appends_parameters() -> None:
     assert schema_url("postgresql://h/db", "s") == "postgresql://h/db?schema=s"
     assert schema_url("postgresql://h/db?a=1", "s") == "postgresql://h/db?a=1&schema=s"
