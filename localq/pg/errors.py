@@ -35,7 +35,8 @@ def translate(exc: BaseException, shown: str, busy_timeout: float, *,
     if isinstance(exc, pgerr.LockNotAvailable):
         msg = (f"a row of {shown} stayed locked by another transaction for over"
                f" {busy_timeout:g} s; raise settings['busy_timeout'] or look for a session"
-               " holding a long transaction (pg_stat_activity)")
+               " holding a long transaction (pg_stat_activity); nothing of this call was"
+               " stored")
     elif isinstance(exc, (pgerr.DeadlockDetected, pgerr.SerializationFailure)):
         msg = (f"the transaction on {shown} conflicted with a concurrent one and was rolled"
                " back; nothing of this call was stored: try again")
