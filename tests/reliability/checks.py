@@ -5,10 +5,6 @@ saw the fault) and runs ``PRAGMA integrity_check``; :func:`check_invariants` hol
 localq file at rest, whatever happened to it (reference/reliability.md §7 "invariant
 checker"); :func:`drain` proves that no job is stranded: with the clock past every lock and
 delay, every job ends completed or failed.
-
-:func:`read_jobs` and :func:`check_invariants` take a SQLite file's path (read through a
-connection of their own) or an open :class:`localq.Queue` of either backend (read through
-its store: the checks of backend-neutral promises run on PostgreSQL too).
 """
 
 from __future__ import annotations
@@ -16,7 +12,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import apsw
 
@@ -60,24 +56,15 @@ def check_file(path: str) -> None:
         conn.close()
 
 
-Target = Union[str, localq.Queue]
-
-
-def _select(target: Target, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
-    """Run one read on a file (its own read-only connection, default VFS) or a queue's store."""
-    if isinstance(target, localq.Queue):
-        return [tuple(row) for row in target._store.query(sql, params)]
-    conn = apsw.Connection(target, flags=apsw.SQLITE_OPEN_READONLY)
+def read_jobs(path: str) -> dict[str, JobRow]:
+    """Return every job of the file by public id (default VFS)."""
+    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
     try:
-        return conn.execute(sql, params or {}).fetchall()
+        rows = conn.execute(
+            "SELECT id, job_id, name, data, state, opts, attempts_made, returnvalue,"
+            " lock_token, lock_expires_ms, finished_on_ms FROM jobs").fetchall()
     finally:
         conn.close()
-
-
-def read_jobs(target: Target) -> dict[str, JobRow]:
-    """Return every job of the file (or of the queue's database) by public id."""
-    rows = _select(target, "SELECT id, job_id, name, data, state, opts, attempts_made,"
-                           " returnvalue, lock_token, lock_expires_ms, finished_on_ms FROM jobs")
     out = {}
     for (rowid, job_id, name, data, state, opts, made, rv, token, expires, finished) in rows:
         row = JobRow(rowid, job_id, name, json.loads(data), state,
@@ -87,12 +74,16 @@ def read_jobs(target: Target) -> dict[str, JobRow]:
     return out
 
 
-def _event_counts(target: Target, event: str) -> Counter[str]:
-    rows = _select(target, "SELECT job_id FROM events WHERE event = :event", {"event": event})
+def _event_counts(path: str, event: str) -> Counter[str]:
+    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        rows = conn.execute("SELECT job_id FROM events WHERE event = ?", (event,)).fetchall()
+    finally:
+        conn.close()
     return Counter(job_id for (job_id,) in rows)
 
 
-def check_invariants(path: Target) -> dict[str, JobRow]:
+def check_invariants(path: str) -> dict[str, JobRow]:
     """Check what holds for every job of a file at rest; return the jobs.
 
     * each job is in exactly one known state;

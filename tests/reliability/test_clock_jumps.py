@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import localq
 from localq.testing import FakeClock, run_until_idle
-from tests.reliability.checks import check_file, check_invariants
+from tests.store_checks import check_invariants, check_store
 
 T0 = 1767225600.0
 LOCK = 10.0
@@ -48,7 +48,7 @@ def pair(db_path: str) -> Iterator[Pair]:
 
 
 def test_a_forward_jump_past_the_lock_fences_the_stale_holder(
-    pair: Pair
+    db_path: str, pair: Pair
 ) -> None:
     a, a_clock, b, b_clock = pair
     a.add({"n": 1}, job_id="j")
@@ -74,11 +74,11 @@ def test_a_forward_jump_past_the_lock_fences_the_stale_holder(
     done = a.get_job("j")
     assert done is not None and done.returnvalue == "fresh" and done.data == {"n": 1}
     assert a.get_job_logs("j")["count"] == 0
-    check_invariants(a)
+    check_invariants(db_path)
 
 
 def test_a_process_whose_clock_runs_ahead_can_take_a_job_but_not_complete_it_twice(
-    pair: Pair
+    db_path: str, pair: Pair
 ) -> None:
     a, a_clock, b, b_clock = pair
     a.add({"n": 1}, job_id="j")
@@ -89,7 +89,7 @@ def test_a_process_whose_clock_runs_ahead_can_take_a_job_but_not_complete_it_twi
     with pytest.raises(localq.LockError):
         held.move_to_completed("by a", not_fetch=True)
     assert a.get_job("j").returnvalue == "by b"  # type: ignore[union-attr]
-    check_invariants(a)
+    check_invariants(db_path)
 
 
 def test_a_backward_jump_never_runs_a_delayed_job_early(
@@ -143,7 +143,7 @@ _step = st.one_of(
 @given(delays=st.lists(st.sampled_from([0, 0, 5, 30, 600]), min_size=1, max_size=6),
        steps=st.lists(_step, max_size=40))
 def test_random_clock_jumps_and_skew_never_complete_a_job_twice_or_strand_one(
-    backend: str, pair: Pair, delays: list[int], steps: list[tuple[str, str, Any]],
+    db_path: str, pair: Pair, delays: list[int], steps: list[tuple[str, str, Any]],
 ) -> None:
     # One database for all examples (a PostgreSQL schema costs more than an example),
     # emptied here; ids are never reused, so events of earlier examples name no job of this one.
@@ -189,9 +189,8 @@ def test_random_clock_jumps_and_skew_never_complete_a_job_twice_or_strand_one(
     run_until_idle(a, lambda job: "drained")
     counts = a.get_job_counts()
     assert counts["waiting"] == counts["active"] == counts["delayed"] == 0, counts
-    if backend == "sqlite":
-        check_file(a.path)
-    jobs = check_invariants(a)              # one completed event per completed job
+    check_store(db_path)
+    jobs = check_invariants(db_path)        # one completed event per completed job
     assert set(jobs) == set(due)
     for job_id, who in acked.items():
         assert jobs[job_id].state == "completed" and jobs[job_id].returnvalue == who
