@@ -31,6 +31,8 @@ class Backend:
         (``acquire(timeout=0)`` raising ``filelock.Timeout``, ``release()``, ``is_locked``).
     :ivar watcher: ``(store, name=queue) -> Watcher``: wakes waiters on changes.
     :ivar sweep: housekeeping of the side files of dead processes, given the path.
+    :ivar nul_in_text: whether text columns hold the NUL character (PostgreSQL's do not:
+        names, ids and log rows holding it are refused there, see :mod:`localq.text`).
     """
 
     kind: str
@@ -41,6 +43,7 @@ class Backend:
     leader_lock: Callable[[str, str], Any]
     watcher: Callable[..., Any]
     sweep: Callable[[str], None]
+    nul_in_text: bool = True
 
 
 def _sqlite_leader_lock(path: str, queue: str) -> Any:

@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING, Any, Iterable
 from .states import STATES
 from .errors import ConfigError, JobNotFound
 from .job import Job
+from .text import findable
 
 if TYPE_CHECKING:
     from ._db import Store
+    from .backend import Backend
 
 __all__ = ["Getters"]
 
@@ -44,10 +46,14 @@ class Getters:
     name: str
     _store: Store
     _q: Any
+    _backend: Backend
 
     def get_job(self, job_id: str) -> Job | None:
         """Return job *job_id*, or None if it does not exist."""
-        row = self._q.job_row(self._store, self.name, _job_id(job_id))
+        public = _job_id(job_id)
+        if not findable(public, nul=self._backend.nul_in_text):
+            return None  # no job can have an id the database cannot store
+        row = self._q.job_row(self._store, self.name, public)
         return None if row is None else Job(self, row)  # type: ignore[arg-type]
 
     def get_jobs(self, states: Iterable[str] | str, start: int = 0, end: int = -1,
@@ -100,7 +106,8 @@ class Getters:
         """
         _check_range(start, end)
         public = _job_id(job_id)
-        rid = self._q.rowid(self._store, self.name, public)
+        rid = (self._q.rowid(self._store, self.name, public)
+               if findable(public, nul=self._backend.nul_in_text) else None)
         if rid is None:
             raise JobNotFound(public)
         page, total = self._q.logs(self._store, rid, start, end, bool(asc))

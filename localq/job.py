@@ -12,6 +12,7 @@ from . import serializers
 from .backoff import retry_delay_ms
 from .errors import ConfigError, JobFailed, JobNotFound, LockError, UnrecoverableError
 from .options import NO_PRIORITY, JobOptions
+from .text import check_text
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -177,10 +178,12 @@ class Job:
     def log(self, row: str) -> int:
         """Append *row* to the job's log; return how many rows the log has.
 
-        :raises ConfigError: *row* is not a str.
+        :raises ConfigError: *row* is not a str, or holds text the database cannot store
+            (a lone surrogate; NUL on PostgreSQL, see :mod:`localq.text`).
         """
         if not isinstance(row, str):
             raise ConfigError(f"log row must be a str, not {type(row).__name__}")
+        check_text(row, "log row", nul=self.queue._backend.nul_in_text)
         with self._write(False) as conn:
             count: int = self.queue._tx.add_log(conn, rowid=self._rowid, public=self.id,
                                                 token=self._held_token(), row=row,

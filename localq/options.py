@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any, Callable, Mapping, Optional, TypedDict, Union
 
-from .errors import ConfigError
+from . import serializers
+from .errors import ConfigError, SerializationError
+from .text import check_text
 
 __all__ = [
     "AddOptions",
@@ -114,13 +116,23 @@ def _backoff(value: object) -> Backoff:
                 "backoff['type'] must be 'fixed', 'exponential' or the name of a strategy in"
                 f" settings['backoff_strategies'], not {kind!r}"
             )
+        check_text(kind, "backoff['type']", nul=True)
         out: dict[str, Any] = {"type": kind, "delay": seconds(value.get("delay", 0), "backoff['delay']")}
         if "options" in value:
-            out["options"] = value["options"]
+            out["options"] = _strict(value["options"], "backoff['options']")
         return out
     raise ConfigError(
         f"backoff must be seconds or {{'type': ..., 'delay': s}}, not {type(value).__name__}"
     )
+
+
+def _strict(value: Any, what: str) -> Any:
+    """Return *value* if it is strict JSON (it is stored in the job's options)."""
+    try:
+        serializers.dumps(value, what=what)
+    except SerializationError as exc:
+        raise ConfigError(str(exc)) from exc
+    return value
 
 
 def _job_id(value: object) -> str | None:
@@ -131,6 +143,7 @@ def _job_id(value: object) -> str | None:
     text = str(value)
     if not text or len(text) > 400:
         raise ConfigError("job_id must be 1-400 characters")
+    check_text(text, "job_id", nul=True)
     if text.isdigit():
         # Automatic ids are the decimal row numbers; a custom all-digit id could name
         # another job. Bull has the same collision and only warns about it.
@@ -163,6 +176,7 @@ class JobOptions:
         fix = object.__setattr__
         if not isinstance(self.name, str) or not self.name or len(self.name) > 200:
             raise ConfigError(f"name must be a non-empty str of at most 200 chars, not {self.name!r}")
+        check_text(self.name, "name", nul=True)
         if self.priority is not None:
             fix(self, "priority", _integer(self.priority, "priority", minimum=1, maximum=MAX_PRIORITY))
         fix(self, "delay", seconds(self.delay, "delay"))

@@ -18,6 +18,7 @@ from . import serializers
 from .errors import ConfigError, LocalqError
 from .job import Job, failure_plan
 from .options import seconds
+from .text import storable
 
 if TYPE_CHECKING:
     from .backend import Backend
@@ -233,19 +234,22 @@ class Processing:
     def _fail(self, job: Job, err: Any, *, ignore_lock: bool = False) -> str:
         token = job._require_token(ignore_lock)
         reason, stack, delay = failure_plan(job, err, self.settings.backoff_strategies)
+        # Never refused (a lost failure would leave the job active until it stalls): what
+        # the database cannot hold as text is written as escapes (see localq.text).
+        reason = storable(reason[:_MAX_REASON], nul=self._backend.nul_in_text)
         if token is not None:
             self._finishing.add(token)
         try:
             with self._store.write(durable=False) as conn:
                 state: str = self._tx.move_to_failed(
                     conn, rowid=job._rowid, public=job.id, token=token,
-                    reason=reason[:_MAX_REASON],
+                    reason=reason,
                     stack=None if stack is None else stack[: 2 * _MAX_REASON],
                     retry_delay_ms=delay, now_ms=self._now_ms())
             job._release()
         finally:
             self._finishing.discard(token or "")
-        job._state, job.failed_reason = state, reason[:_MAX_REASON]
+        job._state, job.failed_reason = state, reason
         job.attempts_made += 1
         self._after_write(delayed=state == "delayed")
         self._emit_local("failed", job, err)

@@ -24,6 +24,7 @@ from .options import (JobOptions, Limiter, Settings, check_queue_name, merge_job
 from .processing import Processing
 from .repeats import Repeatables
 from .states import CLEAN_STATES
+from .text import check_text, holds_nul
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -104,6 +105,7 @@ class Queue(Getters, Repeatables, Processing):
         #: SQLite): every layer above calls them through the queue.
         self._tx = self._backend.transitions
         self._q = self._backend.queries
+        self._check_text(self._base_opts)
         self._store = self._open_store(durability)
         self.durability = durability
         self._watcher = self._backend.watcher(self._store, name=self.name)
@@ -153,10 +155,31 @@ class Queue(Getters, Repeatables, Processing):
 
     # -- producing -------------------------------------------------------------------------
 
+    def _check_text(self, opts: JobOptions) -> None:
+        """Refuse options holding text this database cannot store (NUL on PostgreSQL; lone
+        surrogates are refused by the options themselves)."""
+        if self._backend.nul_in_text:
+            return
+        check_text(opts.name, "name", nul=False)
+        if opts.job_id is not None:
+            check_text(opts.job_id, "job_id", nul=False)
+        repeat_id = (opts.repeat or {}).get("job_id")
+        if isinstance(repeat_id, str):
+            check_text(repeat_id, "repeat 'job_id'", nul=False)
+        # Stored as JSON, so storable, but PostgreSQL's JSON functions refuse to parse a
+        # document holding an escaped NUL: one in a job's options would fail every claim.
+        for key in ("backoff", "repeat"):
+            if holds_nul(getattr(opts, key)):
+                raise ConfigError(f"{key} contains the NUL character '\\x00', which PostgreSQL"
+                                  " cannot read back in JSON: remove it")
+
     def _prepare(self, data: Any, call: Mapping[str, Any]) -> tuple[JobOptions, str]:
         # Validating options costs as much as the INSERT: reuse the queue's defaults
         # (validated once in __init__) when the call adds none.
-        opts = self._base_opts if not call else merge_job_options(self._default_opts, call)
+        opts = self._base_opts
+        if call:
+            opts = merge_job_options(self._default_opts, call)
+            self._check_text(opts)
         text = serializers.dumps({} if data is None else data,
                                  limit=self.settings.max_data_bytes)
         return opts, text

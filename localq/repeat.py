@@ -47,6 +47,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, croniter
 
 from localq.errors import ConfigError
+from localq.text import check_text
 
 __all__ = ["RepeatSpec", "local_zone_name", "parse_repeat"]
 
@@ -293,7 +294,7 @@ def _check_job_id(job_id: object) -> str | None:
     """Return ``job_id`` if it is ``None`` or a non-empty str; else raise :class:`ConfigError`."""
     if job_id is not None and not (isinstance(job_id, str) and job_id):
         raise ConfigError(f"repeat 'job_id' must be a non-empty str, got {job_id!r}")
-    return job_id
+    return None if job_id is None else check_text(job_id, "repeat 'job_id'", nul=True)
 
 
 def _check_cron(cron: object) -> str:

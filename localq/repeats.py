@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Mapping, cast
 from . import transitions
 from .errors import ConfigError
 from .job import Job
+from .text import findable
 
 if TYPE_CHECKING:
     from .options import JobOptions
@@ -286,6 +287,8 @@ def remove_repeatable_by_key(queue: Queue, key: str) -> bool:
     """
     if not isinstance(key, str):
         raise ConfigError(f"key must be a str from get_repeatable_jobs(), not {key!r}")
+    if not findable(key, nul=queue._backend.nul_in_text):
+        return False  # no schedule can have a key the database cannot store
     with queue._store.write(durable=True) as conn:
         now = queue._now_ms()
         existed = bool(_impl(queue).delete_schedule(conn, queue=queue.name, key=key))

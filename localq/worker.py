@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Union
 
 from .errors import ConfigError, LocalqError
 from .runner import execute, resolve_handler, settle
+from .text import check_text
 from .timeouts import Run, Watchdog
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class Worker:
                  sandbox: bool = False, autorun: bool = True) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"name must be a job name or '*', not {name!r}")
+        check_text(name, "name", nul=queue._backend.nul_in_text)  # else every claim would fail
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigError(f"concurrency must be an int >= 1, not {concurrency!r}")
         if not isinstance(sandbox, bool):

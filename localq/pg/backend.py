@@ -22,4 +22,4 @@ def pg_backend() -> Backend:
     from .wakeup import PgWatcher
     return Backend(kind="postgresql", transitions=transitions, queries=queries, limiter=limiter,
                    lease=lease, leader_lock=lease.PgLeaderLock, watcher=PgWatcher,
-                   sweep=_no_sweep)
+                   sweep=_no_sweep, nul_in_text=False)

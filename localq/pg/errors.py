@@ -11,7 +11,7 @@ from psycopg import errors as pgerr
 
 from ..errors import DatabaseError
 
-__all__ = ["translate"]
+__all__ = ["connect_error", "translate"]
 
 #: SQLSTATE classes of a lost or refused connection (08: connection exception; 57P: the
 #: server shut down or the session was terminated).
@@ -35,7 +35,8 @@ def translate(exc: BaseException, shown: str, busy_timeout: float, *,
     if isinstance(exc, pgerr.LockNotAvailable):
         msg = (f"a row of {shown} stayed locked by another transaction for over"
                f" {busy_timeout:g} s; raise settings['busy_timeout'] or look for a session"
-               " holding a long transaction (pg_stat_activity)")
+               " holding a long transaction (pg_stat_activity); nothing of this call was"
+               " stored")
     elif isinstance(exc, (pgerr.DeadlockDetected, pgerr.SerializationFailure)):
         msg = (f"the transaction on {shown} conflicted with a concurrent one and was rolled"
                " back; nothing of this call was stored: try again")
@@ -59,3 +60,13 @@ def translate(exc: BaseException, shown: str, busy_timeout: float, *,
         msg = (f"database error on {shown}: {exc.__class__.__name__}"
                f"{' ' + sqlstate if sqlstate else ''}: {_first_line(exc)}")
     return DatabaseError(msg, path=shown)
+
+
+def connect_error(exc: BaseException, shown: str) -> DatabaseError:
+    """Return the :class:`DatabaseError` of a first connection that failed (chain it with
+    ``from``): nothing ran yet, and the cause is often the URL itself (libpq's first line
+    says which part: host, port, role, password or database)."""
+    return DatabaseError(
+        f"cannot connect to the PostgreSQL server at {shown} ({_first_line(exc)}): check the"
+        " host, port, user, password and database of the URL, and that the server runs and"
+        " accepts connections; nothing was stored", path=shown)

@@ -27,9 +27,19 @@ def _path(limit: RateLimit) -> list[str]:
     return re.findall(r'\."([^"]*)"', limit.group_path)
 
 
-def _group_sql(limit: RateLimit, alias: str = "") -> str:
-    return (f"coalesce({alias}data::jsonb #>> %(gpath)s::text[], '')" if limit.group_path
-            else "''")
+#: The group of a job: its data's group field as text, as SQLite's ``CAST(json_extract())``.
+#: PostgreSQL's JSON parser refuses a whole document holding an escaped NUL ("\u0000",
+#: Python's encoding of NUL), wherever it is: such data (rare, found by a plain ``strpos``
+#: first) is parsed with each escaped NUL spelled U+FFFD instead, so that one job cannot make
+#: every claim of the queue fail. The pattern skips a "\u0000" preceded by an odd number
+#: of backslashes: that is the text "\u0000" itself, not a NUL.
+_GROUP = (r"coalesce((CASE WHEN strpos(data, '\u0000') = 0 THEN data"
+          r" ELSE regexp_replace(data, '(?<!\\)((?:\\\\)*)\\u0000', '\1\\ufffd', 'g') END)::jsonb"
+          " #>> %(gpath)s::text[], '')")
+
+
+def _group_sql(limit: RateLimit) -> str:
+    return _GROUP if limit.group_path else "''"
 
 
 def lock_limiter(conn: Any, queue: str) -> None:

@@ -33,7 +33,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import ConfigError, DatabaseError
 from . import forksafe, schema
-from .errors import translate
+from .errors import connect_error, translate
 from .notify import KEEPALIVES, Notifier
 from .url import parse_url, remember
 
@@ -106,6 +106,8 @@ class PgStore:
         try:
             conn = psycopg.connect(self.url.conninfo, autocommit=True, connect_timeout=10,
                                    **KEEPALIVES)
+        except psycopg.OperationalError as exc:
+            raise connect_error(exc, self.path) from exc
         except psycopg.Error as exc:
             raise self._translate(exc) from exc
         try:

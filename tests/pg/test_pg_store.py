@@ -93,7 +93,7 @@ def test_an_unreachable_server_names_the_url_without_its_password() -> None:
     with pytest.raises(DatabaseError) as err:
         PgStore(url)
     assert "s3cret" not in str(err.value) and "ada:***@127.0.0.1:1/db" in str(err.value)
-    assert "cannot reach the PostgreSQL server" in str(err.value)
+    assert "cannot connect to the PostgreSQL server" in str(err.value)
     assert "s3cret" not in redact("postgresql://h/db?password=s3cret")
 
 

@@ -27,6 +27,10 @@ import localq
 from localq import fscheck, schema
 from tests.reliability.checks import check_file, check_invariants
 
+# SQLite-file promises (foreign, corrupt, truncated files; the WAL; network file systems);
+# their PostgreSQL twins are in tests/pg/test_pg_reliability.py and tests/pg/test_pg_store.py.
+pytestmark = pytest.mark.sqlite_only
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -1,7 +1,9 @@
 """Wall-clock jumps (NTP steps, a suspended laptop, a VM restored from a snapshot) and clock
 skew between processes: no job runs twice to completion, none runs early, none is stranded.
 
-Two Queue instances on one file stand for two processes, each with its own FakeClock.
+Two Queue instances on one database stand for two processes, each with its own FakeClock.
+Every test runs on both backends (``db_path``): the promises are the job model's, not the
+file's.
 A forward jump past ``lock_duration`` makes the stalled-job check take a job back while its
 holder still runs it: the holder is then fenced (``LockError``, nothing recorded). A
 backward jump delays what is due by at most the jump: a delayed job never runs before its
@@ -13,7 +15,6 @@ by another's clock, never one that no clock has reached.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,20 +23,23 @@ from hypothesis import strategies as st
 
 import localq
 from localq.testing import FakeClock, run_until_idle
-from tests.reliability.checks import check_file, check_invariants
+from tests.store_checks import check_invariants, check_store
 
 T0 = 1767225600.0
 LOCK = 10.0
 
 
-def _queue(path: Path, clock: FakeClock) -> localq.Queue:
+Pair = tuple[localq.Queue, FakeClock, localq.Queue, FakeClock]
+
+
+def _queue(path: str, clock: FakeClock) -> localq.Queue:
     return localq.Queue("q", path=path, clock=clock, settings={"lock_duration": LOCK})
 
 
 @pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[localq.Queue, FakeClock, localq.Queue, FakeClock]]:
+def pair(db_path: str) -> Iterator[Pair]:
     a_clock, b_clock = FakeClock(T0), FakeClock(T0)
-    a, b = _queue(tmp_path / "q.db", a_clock), _queue(tmp_path / "q.db", b_clock)
+    a, b = _queue(db_path, a_clock), _queue(db_path, b_clock)
     try:
         yield a, a_clock, b, b_clock
     finally:
@@ -44,7 +48,7 @@ def pair(tmp_path: Path) -> Iterator[tuple[localq.Queue, FakeClock, localq.Queue
 
 
 def test_a_forward_jump_past_the_lock_fences_the_stale_holder(
-    pair: tuple[localq.Queue, FakeClock, localq.Queue, FakeClock]
+    db_path: str, pair: Pair
 ) -> None:
     a, a_clock, b, b_clock = pair
     a.add({"n": 1}, job_id="j")
@@ -70,11 +74,11 @@ def test_a_forward_jump_past_the_lock_fences_the_stale_holder(
     done = a.get_job("j")
     assert done is not None and done.returnvalue == "fresh" and done.data == {"n": 1}
     assert a.get_job_logs("j")["count"] == 0
-    check_invariants(a.path)
+    check_invariants(db_path)
 
 
 def test_a_process_whose_clock_runs_ahead_can_take_a_job_but_not_complete_it_twice(
-    pair: tuple[localq.Queue, FakeClock, localq.Queue, FakeClock]
+    db_path: str, pair: Pair
 ) -> None:
     a, a_clock, b, b_clock = pair
     a.add({"n": 1}, job_id="j")
@@ -85,11 +89,11 @@ def test_a_process_whose_clock_runs_ahead_can_take_a_job_but_not_complete_it_twi
     with pytest.raises(localq.LockError):
         held.move_to_completed("by a", not_fetch=True)
     assert a.get_job("j").returnvalue == "by b"  # type: ignore[union-attr]
-    check_invariants(a.path)
+    check_invariants(db_path)
 
 
 def test_a_backward_jump_never_runs_a_delayed_job_early(
-    pair: tuple[localq.Queue, FakeClock, localq.Queue, FakeClock]
+    pair: Pair
 ) -> None:
     a, a_clock, _, _ = pair
     a.add({"n": 1}, delay=30, job_id="later")
@@ -108,7 +112,7 @@ def test_a_backward_jump_never_runs_a_delayed_job_early(
 
 
 def test_a_backward_jump_delays_the_recovery_of_an_orphaned_lock_by_at_most_the_jump(
-    pair: tuple[localq.Queue, FakeClock, localq.Queue, FakeClock]
+    pair: Pair
 ) -> None:
     a, a_clock, b, b_clock = pair
     a.add({"n": 1}, job_id="orphan")
@@ -139,54 +143,54 @@ _step = st.one_of(
 @given(delays=st.lists(st.sampled_from([0, 0, 5, 30, 600]), min_size=1, max_size=6),
        steps=st.lists(_step, max_size=40))
 def test_random_clock_jumps_and_skew_never_complete_a_job_twice_or_strand_one(
-    tmp_path_factory: pytest.TempPathFactory, delays: list[int],
-    steps: list[tuple[str, str, Any]],
+    db_path: str, pair: Pair, delays: list[int], steps: list[tuple[str, str, Any]],
 ) -> None:
-    path = tmp_path_factory.mktemp("clock") / "q.db"
-    clocks = {"a": FakeClock(T0), "b": FakeClock(T0)}
-    queues = {who: _queue(path, clock) for who, clock in clocks.items()}
+    # One database for all examples (a PostgreSQL schema costs more than an example),
+    # emptied here; ids are never reused, so events of earlier examples name no job of this one.
+    a, a_clock, b, b_clock = pair
+    clocks = {"a": a_clock, "b": b_clock}
+    queues = {"a": a, "b": b}
+    for clock in clocks.values():
+        clock.set(T0)
+    a.obliterate(force=True)
     held: dict[str, list[localq.Job]] = {"a": [], "b": []}
-    due = {queues["a"].add({"i": i}, delay=d, attempts=2).id: T0 + d if d else 0.0
+    due = {a.add({"i": i}, delay=d, attempts=2).id: T0 + d if d else 0.0
            for i, d in enumerate(delays)}
     acked: dict[str, str] = {}
     latest = T0
-    try:
-        for kind, who, arg in steps:
-            q, clock = queues[who], clocks[who]
-            if kind == "jump":
-                latest = max(latest, clock.advance(arg))
-            elif kind == "recover":
-                q._recover_stalled()
-            elif kind == "claim":
-                job = q.get_next_job()
-                if job is not None:
-                    # Under skew, a process whose clock runs ahead promotes a job for all:
-                    # "early" can only mean before every clock ever said it was due.
-                    assert latest >= due[job.id], "a delayed job ran early"
-                    held[who].append(job)
-            elif held[who]:
-                job = held[who].pop(arg % len(held[who]))
-                try:
-                    if kind == "complete":
-                        job.move_to_completed(f"{who}", not_fetch=True)
-                        assert job.id not in acked, "completed twice"
-                        acked[job.id] = who
-                    else:
-                        job.move_to_failed("boom")
-                except localq.LockError:
-                    pass                      # fenced: its lock was taken back meanwhile
-        # Nothing stranded: once every clock is past every jump, all jobs finish.
-        end = max(c.now() for c in clocks.values()) + 7200
-        for clock in clocks.values():
-            clock.set(end)
-        run_until_idle(queues["a"], lambda job: "drained")
-        counts = queues["a"].get_job_counts()
-        assert counts["waiting"] == counts["active"] == counts["delayed"] == 0, counts
-    finally:
-        for q in queues.values():
-            q.close()
-    check_file(str(path))
-    jobs = check_invariants(str(path))      # one completed event per completed job
+    for kind, who, arg in steps:
+        q, clock = queues[who], clocks[who]
+        if kind == "jump":
+            latest = max(latest, clock.advance(arg))
+        elif kind == "recover":
+            q._recover_stalled()
+        elif kind == "claim":
+            job = q.get_next_job()
+            if job is not None:
+                # Under skew, a process whose clock runs ahead promotes a job for all:
+                # "early" can only mean before every clock ever said it was due.
+                assert latest >= due[job.id], "a delayed job ran early"
+                held[who].append(job)
+        elif held[who]:
+            job = held[who].pop(arg % len(held[who]))
+            try:
+                if kind == "complete":
+                    job.move_to_completed(f"{who}", not_fetch=True)
+                    assert job.id not in acked, "completed twice"
+                    acked[job.id] = who
+                else:
+                    job.move_to_failed("boom")
+            except localq.LockError:
+                pass                      # fenced: its lock was taken back meanwhile
+    # Nothing stranded: once every clock is past every jump, all jobs finish.
+    end = max(c.now() for c in clocks.values()) + 7200
+    for clock in clocks.values():
+        clock.set(end)
+    run_until_idle(a, lambda job: "drained")
+    counts = a.get_job_counts()
+    assert counts["waiting"] == counts["active"] == counts["delayed"] == 0, counts
+    check_store(db_path)
+    jobs = check_invariants(db_path)        # one completed event per completed job
     assert set(jobs) == set(due)
     for job_id, who in acked.items():
         assert jobs[job_id].state == "completed" and jobs[job_id].returnvalue == who

@@ -21,6 +21,10 @@ import pytest
 import localq
 from tests.reliability.checks import check_file, check_invariants, read_jobs
 
+# A full file system under the queue file; a server's full disk is its own (pg/errors.py
+# translates DiskFull), and the session-loss twin is in tests/pg/test_pg_reliability.py.
+pytestmark = pytest.mark.sqlite_only
+
 ROOT = Path(__file__).resolve().parents[2]
 PAYLOAD = "x" * 2000
 

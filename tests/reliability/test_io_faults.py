@@ -36,7 +36,9 @@ from tests.faults import FaultVFS
 from tests.reliability.checks import check_file, check_invariants, drain, read_jobs
 from tests.reliability.faultqueue import START, FaultQueue, Scenario, Step
 
-pytestmark = pytest.mark.slow
+# A VFS injecting I/O errors under SQLite; a PostgreSQL server handles its own I/O (the session
+# loss a client sees is in tests/pg/test_pg_reliability.py).
+pytestmark = [pytest.mark.slow, pytest.mark.sqlite_only]
 
 Op = Literal["write", "sync", "truncate", "any"]
 

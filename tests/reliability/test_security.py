@@ -23,7 +23,11 @@ import localq
 from localq.testing import FakeClock
 
 PACKAGE = Path(localq.__file__).resolve().parent
-MODULES = sorted(PACKAGE.glob("*.py"))
+#: Every module, localq/pg/ (the PostgreSQL backend) included.
+MODULES = sorted(PACKAGE.rglob("*.py"))
+#: The file-system and SQLite-file promises below (the tracer, trusted_schema, symlinks,
+#: modes); their PostgreSQL twin for bound values is in tests/pg/test_pg_reliability.py.
+FILES_ONLY = pytest.mark.sqlite_only
 
 #: Modules that may turn a string into code: runner.resolve_handler imports the
 #: "module:function" that the worker's own caller passed (API.md sandbox), never job data.
@@ -115,6 +119,7 @@ MARK = "ZQXJ"
 HOSTILE = f"'; DROP TABLE jobs;-- \" {MARK} ) OR 1=1 /*"
 
 
+@FILES_ONLY
 def test_every_value_reaches_sqlite_as_a_bound_parameter(tmp_path: Path) -> None:
     """Trace every statement localq runs while it handles values carrying a marker: the
     marker shows up in the bindings, never in the SQL text."""
@@ -161,6 +166,7 @@ def test_every_value_reaches_sqlite_as_a_bound_parameter(tmp_path: Path) -> None
 
 # --- trusted_schema=OFF ----------------------------------------------------------------------
 
+@FILES_ONLY
 def test_a_function_called_by_a_trigger_planted_in_the_file_never_runs(tmp_path: Path) -> None:
     """Whoever writes the file may plant triggers; with ``trusted_schema=OFF`` they cannot
     call any function that is not marked innocuous (an extension's, an application's)."""
@@ -202,6 +208,7 @@ def _stamp(path: Path) -> tuple[bytes, int]:
     return path.read_bytes(), path.stat().st_mtime_ns
 
 
+@FILES_ONLY
 @pytest.mark.parametrize("dangling", [False, True], ids=["to-a-file", "dangling"])
 def test_a_symlinked_database_path_is_refused_and_its_target_untouched(
     tmp_path: Path, dangling: bool
@@ -221,6 +228,7 @@ def test_a_symlinked_database_path_is_refused_and_its_target_untouched(
         assert _stamp(target) == before
 
 
+@FILES_ONLY
 @pytest.mark.parametrize("suffix", ["-wal", "-shm"])
 @pytest.mark.parametrize("existing", [False, True], ids=["new-queue", "existing-queue"])
 def test_a_symlinked_wal_or_shm_is_never_written_through(
@@ -254,6 +262,7 @@ def umask(request: pytest.FixtureRequest) -> Iterator[int]:
         os.umask(old)
 
 
+@FILES_ONLY
 def test_the_database_wal_and_shm_are_owner_only_whatever_the_umask(
     tmp_path: Path, umask: int
 ) -> None:

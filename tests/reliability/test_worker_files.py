@@ -21,6 +21,10 @@ import pytest
 import localq
 from localq.scheduler import leader_path
 
+# Lease and leader-lock files are SQLite's: PostgreSQL holds them as advisory locks
+# (tests/pg/test_pg_lease.py).
+FILES_ONLY = pytest.mark.sqlite_only
+
 SENTINEL = "tests.reliability.sentinel_module_never_imported"
 
 
@@ -39,6 +43,7 @@ def _run_once(q: localq.Queue, handler: Any = None) -> None:
     worker.close()
 
 
+@FILES_ONLY
 def test_lock_files_and_their_directories_are_owner_only_whatever_the_umask(
     tmp_path: Path, umask: int
 ) -> None:
@@ -61,6 +66,7 @@ def test_lock_files_and_their_directories_are_owner_only_whatever_the_umask(
     assert wrong == {}, f"under umask {umask:03o}"
 
 
+@FILES_ONLY
 def test_a_symlink_planted_at_the_leader_lock_is_not_followed_and_is_reported(
     tmp_path: Path,
 ) -> None:
@@ -87,10 +93,10 @@ def test_a_symlink_planted_at_the_leader_lock_is_not_followed_and_is_reported(
     assert "leaders" in str(errors[0]) and "symlink" in str(errors[0])
 
 
-def test_job_data_naming_a_module_imports_nothing(tmp_path: Path) -> None:
+def test_job_data_naming_a_module_imports_nothing(db_path: str) -> None:
     """Only the worker's own handler runs; a "module:function" string in a job is data."""
     seen: list[Any] = []
-    with localq.Queue("q", path=tmp_path / "q.db") as q:
+    with localq.Queue("q", path=db_path) as q:
         q.add({"handler": f"{SENTINEL}:boom", "module": SENTINEL}, name=f"{SENTINEL}:boom")
         _run_once(q, lambda job: seen.append(job.data) or "ran")
     assert seen == [{"handler": f"{SENTINEL}:boom", "module": SENTINEL}]
