@@ -18,6 +18,7 @@ from . import cli_format as fmt
 from . import states
 from ._db import resolve_path
 from .errors import ConfigError, JobNotFound, LocalqError
+from .pg.url import is_postgres_url, redact
 from .queue import Queue
 
 __all__ = ["ADD_FLAGS", "EXIT_USAGE", "flag_name", "main"]
@@ -157,10 +158,24 @@ def build_parser() -> argparse.ArgumentParser:
 def db_path(args: argparse.Namespace, *, create: bool = False) -> str:
     """Return the database path of the command (``--db``, ``$LOCALQ_PATH``, ``./localq.db``).
 
-    :raises ConfigError: the directory is missing, or the file is and *create* is False.
+    :raises ConfigError: the directory is missing, or the file (the URL's schema) is and
+        *create* is False.
+    :raises DatabaseError: the PostgreSQL server of a URL cannot be reached.
     """
     raw = getattr(args, "db", None) or os.environ.get("LOCALQ_PATH") or "localq.db"
-    if raw.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(raw):
+        if not create:
+            # Opening a queue creates its schema: a reading command must not (a typo in
+            # ?schema= would leave an empty schema behind and report no queues).
+            from .pg import require
+            require()
+            from .pg.probe import holds_tables
+            if not holds_tables(raw):
+                shown = redact(raw)
+                raise ConfigError(f"no localq database at {shown}: its schema holds no"
+                                  " tables; check ?schema= (default localq), or pass --db URL"
+                                  " (or set $LOCALQ_PATH) of an existing queue; `localq add`"
+                                  " creates one")
         return str(raw)
     path = resolve_path(raw)
     if not create and not os.path.exists(path):

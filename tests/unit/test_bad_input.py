@@ -21,6 +21,8 @@ import localq
 from localq import ConfigError, LocalqError, SerializationError
 from localq.testing import FakeClock
 
+import databases
+
 
 class _Opaque:
     """An object with no useful methods and a stable repr (so pytest-xdist workers collect the
@@ -28,6 +30,7 @@ class _Opaque:
 
     def __repr__(self) -> str:
         return "<object>"
+
 
 Snap = Callable[[localq.Queue], dict[str, list[Any]]]
 
@@ -257,19 +260,18 @@ _GOOD_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 
 @pytest.mark.parametrize("name", ["", " ", "a b", "émails", "x" * 201, "a/b", "../x", "q\n",
                                   "q\x00", None, 5, b"q", ["q"]])
-def test_bad_queue_names_are_config_errors_and_create_no_file(tmp_path: Path,
-                                                              name: Any) -> None:
-    path = tmp_path / "q.db"
-    expect(ConfigError, ("queue name", "letters, digits"), lambda: localq.Queue(name, path=path))
-    assert not path.exists()
+def test_bad_queue_names_are_config_errors_and_create_no_file(db_path: str, name: Any) -> None:
+    expect(ConfigError, ("queue name", "letters, digits"),
+           lambda: localq.Queue(name, path=db_path))
+    assert not databases.exists(db_path)  # no file, no schema
 
 
 @settings(max_examples=80)
 @given(name=st.text(max_size=210).filter(lambda s: not _GOOD_NAME.fullmatch(s)))
-def test_random_bad_queue_names_are_refused(tmp_path: Path, name: str) -> None:
+def test_random_bad_queue_names_are_refused(db_path: str, name: str) -> None:
     with pytest.raises(ConfigError):
-        localq.Queue(name, path=tmp_path / "never.db")
-    assert not (tmp_path / "never.db").exists()
+        localq.Queue(name, path=db_path)
+    assert not databases.exists(db_path)
 
 
 @settings(max_examples=20)
@@ -281,17 +283,20 @@ def test_random_good_queue_names_work(db_path: str, name: str) -> None:
 
 # -- paths ----------------------------------------------------------------------------------
 
+@pytest.mark.sqlite_only  # file paths: a PostgreSQL URL has its own checks (tests/pg)
 def test_a_missing_directory_is_a_config_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope" / "q.db"
     expect(ConfigError, ("does not exist", "nope"), lambda: localq.Queue("q", path=missing))
     assert not missing.parent.exists()
 
 
+@pytest.mark.sqlite_only  # file paths: a PostgreSQL URL has its own checks (tests/pg)
 def test_a_directory_as_path_is_a_config_error(tmp_path: Path) -> None:
     expect(ConfigError, ("is a directory",), lambda: localq.Queue("q", path=tmp_path))
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.sqlite_only  # file paths: a PostgreSQL URL has its own checks (tests/pg)
 def test_a_symlink_path_is_a_config_error(tmp_path: Path) -> None:
     target = tmp_path / "real.db"
     link = tmp_path / "link.db"
@@ -302,6 +307,7 @@ def test_a_symlink_path_is_a_config_error(tmp_path: Path) -> None:
     expect(ConfigError, ("symlink",), lambda: localq.Queue("q", path=link))
 
 
+@pytest.mark.sqlite_only  # file paths: a PostgreSQL URL has its own checks (tests/pg)
 @pytest.mark.parametrize("path", [":memory:", "", "file:q.db?mode=memory"])
 def test_memory_and_uri_paths_are_refused_with_what_to_use(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
@@ -358,10 +364,9 @@ BAD_QUEUE_ARGS: list[tuple[dict[str, Any], tuple[str, ...]]] = [
 @pytest.mark.parametrize("kwargs, words", BAD_QUEUE_ARGS,
                          ids=[repr(k)[:50] for k, _ in BAD_QUEUE_ARGS])
 def test_bad_queue_arguments_are_config_errors_and_create_no_file(
-        tmp_path: Path, kwargs: dict[str, Any], words: tuple[str, ...]) -> None:
-    path = tmp_path / "q.db"
-    expect(ConfigError, words, lambda: localq.Queue("q", path=path, **kwargs))
-    assert not path.exists()
+        db_path: str, kwargs: dict[str, Any], words: tuple[str, ...]) -> None:
+    expect(ConfigError, words, lambda: localq.Queue("q", path=db_path, **kwargs))
+    assert not databases.exists(db_path)  # no file, no schema
 
 
 def test_bad_queue_arguments_leave_an_existing_file_untouched(db_path: str,

@@ -11,13 +11,14 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-import apsw
 import pytest
 
 import localq
 from localq import cli
 from localq.options import JobOptions
 from localq.testing import run_until_idle
+
+import databases
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,13 +37,14 @@ def fail_first(job: localq.Job) -> str:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[str]:
-    """A file with queue "emails" holding a job in each state, and an empty paused "reports".
+def db(db_path: str) -> Iterator[str]:
+    """A database (file or schema) with queue "emails" holding a job in each state, and an
+    empty paused "reports".
 
     The queue that took the active job stays open during the test, as a live worker would:
     a closed instance's jobs are recovered by the next stalled-job check.
     """
-    path = str(tmp_path / "q.db")
+    path = db_path
     with localq.Queue("emails", path=path) as q:
         q.add({"n": 1})                                  # completed
         q.add({"n": 2, "fail": True}, attempts=1)         # failed
@@ -164,8 +166,8 @@ def test_logs_prints_rows(capsys, db):
 
 # -- writing ------------------------------------------------------------------------------
 
-def test_add_passes_every_flag_to_the_job(capsys, tmp_path):
-    db = str(tmp_path / "new.db")  # add creates the file
+def test_add_passes_every_flag_to_the_job(capsys, db_path):
+    db = db_path  # nothing there yet: add creates the file (or schema)
     code, out, _ = run(capsys, "--db", db, "add", "mail", '{"to": "ada"}', "--name", "send",
                        "--delay", "30", "--priority", "3", "--attempts", "4", "--backoff",
                        '{"type": "exponential", "delay": 2}', "--timeout", "9", "--lifo",
@@ -245,14 +247,6 @@ def test_help_and_version_exit_0(capsys):
 
 # -- bad input: one line on stderr, exit 1, nothing on stdout ------------------------------
 
-def _foreign(tmp_path: Path) -> str:
-    path = str(tmp_path / "other.sqlite")
-    conn = apsw.Connection(path)
-    conn.execute("CREATE TABLE t (x)")
-    conn.close()
-    return path
-
-
 BAD: list[tuple[str, list[str], str]] = [
     ("bad json", ["add", "emails", "{to: ada}"], "not valid JSON"),
     ("NaN in json", ["add", "emails", '{"x": NaN}'], "not strict JSON"),
@@ -302,18 +296,27 @@ def test_bad_input_is_one_line_and_exit_1(capsys, db, argv, expected):
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("which", ["missing file", "missing directory", "directory",
-                                   "foreign file"])
-def test_bad_database_paths_are_one_line_errors(capsys, tmp_path, which):
-    path = {"missing file": str(tmp_path / "none.db"),
-            "missing directory": str(tmp_path / "no" / "dir" / "q.db"),
-            "directory": str(tmp_path), "foreign file": _foreign(tmp_path)}[which]
+@pytest.mark.parametrize("which", ["missing", "unreachable", "unusable", "foreign"])
+def test_bad_database_paths_are_one_line_errors(capsys, backend, db_path, tmp_path, which):
+    # missing: no file (or schema) there yet; unreachable: no such directory (or server);
+    # unusable: a directory (or a bad URL parameter); foreign: another application's.
+    sqlite = backend == "sqlite"
+    if which == "foreign":
+        databases.make_foreign(db_path)
+    before = databases.contents(db_path)
+    path = {"unreachable": str(tmp_path / "no" / "dir" / "q.db") if sqlite
+            else "postgresql://localq@127.0.0.1:1/none",
+            "unusable": str(tmp_path) if sqlite else db_path + "&pool_size=1",
+            }.get(which, db_path)
     code, out, err = run(capsys, "--db", path, "stats")
-    assert (code, out, len(err.splitlines())) == (1, "", 1)
+    assert (code, out, len(err.splitlines())) == (1, "", 1), err
     assert err.startswith("localq: error: ")
-    assert not os.path.exists(tmp_path / "none.db")  # reading never creates a file
-    if which == "foreign file":
-        assert "not a localq database" in err
+    assert databases.contents(db_path) == before  # reading never creates a file or schema
+    assert os.listdir(tmp_path) == ([] if which != "foreign" or not sqlite else ["q.db"])
+    if which == "missing":
+        assert "no localq database" in err and "localq add" in err
+    if which == "foreign":
+        assert "not a localq database" in err if sqlite else "not localq's" in err
 
 
 # -- through the installed entry points, in a subprocess ------------------------------------
@@ -349,12 +352,14 @@ def test_python_m_localq_bad_input_has_no_traceback(db, argv):
     assert "Traceback" not in done.stderr
 
 
-def test_foreign_file_is_not_touched(tmp_path):
-    path = _foreign(tmp_path)
-    before = Path(path).read_bytes()
-    done = _script("--db", path, "add", "q", "{}")
-    assert done.returncode == 1 and "not a localq database" in done.stderr
-    assert Path(path).read_bytes() == before
+def test_foreign_file_is_not_touched(backend, db_path):
+    databases.make_foreign(db_path)
+    before = databases.contents(db_path)
+    done = _script("--db", db_path, "add", "q", "{}")
+    assert done.returncode == 1 and len(done.stderr.splitlines()) == 1
+    assert "not a localq database" in done.stderr if backend == "sqlite" \
+        else "not localq's" in done.stderr
+    assert databases.contents(db_path) == before
 
 
 def test_output_to_a_closed_pipe_is_quiet(db):

@@ -132,8 +132,8 @@ def test_watch_prints_plain_lines_when_stdout_is_not_a_terminal(capsys, db_path)
     assert len(capsys.readouterr().out.splitlines()) == 1
 
 
-def test_watch_on_a_missing_file_is_an_error(capsys, tmp_path):
-    assert cli.main(["--db", str(tmp_path / "no.db"), "watch", "--once"]) == 1
+def test_watch_on_a_missing_file_is_an_error(capsys, db_path):
+    assert cli.main(["--db", db_path, "watch", "--once"]) == 1  # no file (or schema) yet
     assert capsys.readouterr().err.startswith("localq: error: no localq database")
 
 

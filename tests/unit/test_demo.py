@@ -56,6 +56,7 @@ def test_demo_refuses_a_file_whose_demo_queue_has_jobs(capsys, db_path):
     assert err.startswith("localq: error: queue 'demo'") and "already has jobs" in err
 
 
+@pytest.mark.sqlite_only  # the demo is documented on a queue file (README)
 @pytest.mark.multiprocess
 def test_demo_runs_unattended_with_two_worker_processes(tmp_path):
     db = str(tmp_path / "demo.db")

@@ -28,6 +28,10 @@ import pytest
 
 from tests.faults import OPS, FaultVFS, open_with
 
+#: SQLite's I/O, through an apsw VFS (no PostgreSQL counterpart).
+pytestmark = pytest.mark.sqlite_only
+
+
 Rows = dict[tuple[int, int], bytes]
 
 # --- the scenario ------------------------------------------------------------------------

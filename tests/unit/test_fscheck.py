@@ -15,6 +15,9 @@ import pytest
 from localq.errors import ConfigError
 from localq.fscheck import NETWORK_FS_TYPES, check_local_filesystem, filesystem_type
 
+#: Where a queue file may live (PostgreSQL has no filesystem checks: README).
+pytestmark = pytest.mark.sqlite_only
+
 
 def _line(mount_id: int, mount_point: str, fs_type: str, optional: str = "shared:1") -> str:
     """Return one mountinfo line; *mount_point* must already be escaped like the kernel's."""

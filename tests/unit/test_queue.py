@@ -490,21 +490,31 @@ def test_queues_of_one_file_are_independent(db_path: str, clock: FakeClock) -> N
         assert a.get_next_job() is None
 
 
-def test_path_defaults_to_localq_path_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LOCALQ_PATH", str(tmp_path / "env.db"))
+def test_path_defaults_to_localq_path_env(db_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCALQ_PATH", db_path)
     with localq.Queue("q") as q:
-        assert q.path == str(tmp_path / "env.db")
-    monkeypatch.delenv("LOCALQ_PATH")
+        assert q.path == db_path  # the test server's URL has no password to hide
+        job = q.add({"n": 1})
+    with localq.Queue("q", path=db_path) as q:
+        assert q.get_job(job.id) is not None
+
+
+@pytest.mark.sqlite_only  # the default is a file in the working directory
+def test_path_defaults_to_localq_db_in_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LOCALQ_PATH", raising=False)
     monkeypatch.chdir(tmp_path)
     with localq.Queue("q") as q:
         assert q.path == str(tmp_path / "localq.db")
 
 
+@pytest.mark.sqlite_only  # a PathLike is a file; a PostgreSQL URL is a str
 def test_path_may_be_a_pathlike(tmp_path: Path) -> None:
     with localq.Queue("q", path=tmp_path / "p.db") as q:
         assert q.add().get_state() == "waiting"
 
 
+@pytest.mark.sqlite_only  # the pytest plugin's fixture is a file under tmp_path (README)
 def test_the_localq_queue_fixture_gives_a_fresh_queue_with_a_fake_clock(
         localq_queue: localq.Queue) -> None:
     assert localq_queue.count() == 0

@@ -15,6 +15,9 @@ import pytest
 import localq
 from localq import schema
 
+#: The file format and its opening (PostgreSQL's schema checks: tests/pg/test_pg_store.py).
+pytestmark = pytest.mark.sqlite_only
+
 
 def fingerprint(path: Path) -> tuple[bytes, int, list[str]]:
     """The file's bytes, its mtime and the names in its directory."""

@@ -46,6 +46,7 @@ def test_backoff_without_sleeping(localq_queue):
 '''
 
 
+@pytest.mark.sqlite_only  # the pytest plugin's localq_queue is a file under tmp_path (README)
 def test_fixture_is_available_without_importing_it(localq_queue):
     """This file imports nothing for the fixture: the pytest11 entry point provides it."""
     assert isinstance(localq_queue, localq.Queue) and localq_queue.name == "test"
@@ -55,6 +56,7 @@ def test_fixture_is_available_without_importing_it(localq_queue):
     assert run_until_idle(localq_queue, lambda job: job.data["n"]) == 1
 
 
+@pytest.mark.sqlite_only  # the pytest plugin's localq_queue is a file under tmp_path (README)
 def test_each_test_gets_its_own_file(localq_queue, tmp_path):
     assert Path(localq_queue.path).parent == tmp_path
     assert localq_queue.count() == 0
@@ -73,6 +75,7 @@ def _pytest(tmp_path: Path, *args: str, autoload: bool) -> subprocess.CompletedP
                           cwd=tmp_path, env=env, text=True, capture_output=True, timeout=120)
 
 
+@pytest.mark.sqlite_only  # the pytest plugin's localq_queue is a file under tmp_path (README)
 @pytest.mark.slow
 def test_user_test_file_with_p_option(tmp_path):
     done = _pytest(tmp_path, "-p", "localq.pytest_plugin", autoload=False)
@@ -85,6 +88,7 @@ def test_user_test_file_without_the_plugin_has_no_fixture(tmp_path):
     assert done.returncode == 1 and "fixture 'localq_queue' not found" in done.stdout
 
 
+@pytest.mark.sqlite_only  # the pytest plugin's localq_queue is a file under tmp_path (README)
 @pytest.mark.slow
 def test_user_test_file_through_the_installed_entry_point(tmp_path):
     installed = [e for e in entry_points(group="pytest11") if e.value == "localq.pytest_plugin"]
@@ -101,6 +105,7 @@ def flaky(job: localq.Job) -> str:
     return "done"
 
 
+@pytest.mark.sqlite_only  # the docstring's example, run as written, is on a file
 def test_module_docstring_example_holds(tmp_path):
     """localq.testing's docstring example, run as written."""
     clock = FakeClock()
