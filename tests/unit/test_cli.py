@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -19,6 +21,7 @@ from localq.options import JobOptions
 from localq.testing import run_until_idle
 
 import databases
+from pg_server import drop_schema, schema_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,20 +39,21 @@ def fail_first(job: localq.Job) -> str:
     return f"ok {job.data['n']}"
 
 
-@pytest.fixture
-def db(db_path: str) -> Iterator[str]:
-    """A database (file or schema) with queue "emails" holding a job in each state, and an
-    empty paused "reports".
+@contextlib.contextmanager
+def _filled(path: str) -> Iterator[str]:
+    """Queue "emails" holding a job in each state, and an empty paused "reports", at *path*.
 
-    The queue that took the active job stays open during the test, as a live worker would:
+    The queue that took the active job stays open until the end, as a live worker would:
     a closed instance's jobs are recovered by the next stalled-job check.
     """
-    path = db_path
-    with localq.Queue("emails", path=path) as q:
+    # These queues await no wakeup: no listening thread on PostgreSQL, whose close takes up
+    # to half a second (the commands under test open the plain URL).
+    setup = databases.polling(path)
+    with localq.Queue("emails", path=setup) as q:
         q.add({"n": 1})                                  # completed
         q.add({"n": 2, "fail": True}, attempts=1)         # failed
         run_until_idle(q, fail_first)
-    with localq.Queue("emails", path=path) as holder:
+    with localq.Queue("emails", path=setup) as holder:
         holder.add({"n": 3}, name="long")                 # active, with progress and a log
         job = holder.get_next_job()
         assert job is not None and job.id == "3"
@@ -57,9 +61,47 @@ def db(db_path: str) -> Iterator[str]:
         job.log("halfway")
         holder.add({"n": 4}, priority=2)                  # waiting
         holder.add({"n": 5}, delay=3600, job_id="later")  # delayed
-        with localq.Queue("reports", path=path) as r:
+        with localq.Queue("reports", path=setup) as r:
             r.pause()
         yield path
+
+
+@pytest.fixture
+def db(db_path: str) -> Iterator[str]:
+    """A database (file or schema) filled by :func:`_filled`, for one test."""
+    with _filled(db_path) as path:
+        yield path
+
+
+@dataclasses.dataclass
+class _Shared:
+    """Databases kept for a whole module, and what closes and drops them at its end."""
+
+    stack: contextlib.ExitStack[None]
+    paths: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def _shared() -> Iterator[_Shared]:
+    with contextlib.ExitStack() as stack:
+        yield _Shared(stack)
+
+
+@pytest.fixture
+def refused_db(backend: str, _shared: _Shared, tmp_path_factory: pytest.TempPathFactory,
+               request: pytest.FixtureRequest) -> str:
+    """The database of ``db``, shared by this module's tests of refused commands (each changes
+    nothing): one per backend, as a fresh PostgreSQL schema costs about 0.4 s."""
+    if backend not in _shared.paths:
+        if backend == "sqlite":
+            path = str(tmp_path_factory.mktemp("refused") / "q.db")
+        else:
+            server = request.getfixturevalue("pg_server_url")
+            schema = f"t_{uuid.uuid4().hex[:16]}"
+            path = schema_url(server, schema)
+            _shared.stack.callback(drop_schema, server, schema)  # after its queues close
+        _shared.paths[backend] = _shared.stack.enter_context(_filled(path))
+    return _shared.paths[backend]
 
 
 def lines(text: str) -> list[str]:
@@ -287,8 +329,8 @@ BAD: list[tuple[str, list[str], str]] = [
 
 @pytest.mark.parametrize("argv,expected", [(a, e) for _, a, e in BAD],
                          ids=[name for name, _, _ in BAD])
-def test_bad_input_is_one_line_and_exit_1(capsys, db, argv, expected):
-    code, out, err = run(capsys, "--db", db, *argv)
+def test_bad_input_is_one_line_and_exit_1(capsys, refused_db, argv, expected):
+    code, out, err = run(capsys, "--db", refused_db, *argv)
     assert code == 1
     assert out == ""
     assert len(err.splitlines()) == 1, err
@@ -340,12 +382,19 @@ def test_python_m_localq_runs_commands(db):
     assert any(j["data"] == {"n": 7} for j in json.loads(done.stdout))
 
 
+#: Refused before the database plays a part (argparse, JSON, a file path): one backend is
+#: enough for these, each a process start.
+_NO_DB = pytest.mark.sqlite_only
+
+
 @pytest.mark.parametrize("argv", [
-    ["add", "emails", "not json"], ["show", "emails", "999"], ["jobs", "emails", "--limit", "x"],
-    ["nosuchcommand"], ["--db", "/nonexistent-dir/q.db", "stats"],
+    pytest.param(["add", "emails", "not json"], marks=_NO_DB), ["show", "emails", "999"],
+    pytest.param(["jobs", "emails", "--limit", "x"], marks=_NO_DB),
+    pytest.param(["nosuchcommand"], marks=_NO_DB),
+    pytest.param(["--db", "/nonexistent-dir/q.db", "stats"], marks=_NO_DB),
 ])
-def test_python_m_localq_bad_input_has_no_traceback(db, argv):
-    done = _script(*argv, db=db)
+def test_python_m_localq_bad_input_has_no_traceback(refused_db, argv):
+    done = _script(*argv, db=refused_db)
     assert done.returncode == 1
     assert done.stdout == ""
     assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("localq: error: ")
@@ -362,6 +411,7 @@ def test_foreign_file_is_not_touched(backend, db_path):
     assert databases.contents(db_path) == before
 
 
+@pytest.mark.sqlite_only  # stdout handling, not storage: one backend is enough
 def test_output_to_a_closed_pipe_is_quiet(db):
     env = dict(os.environ, PYTHONPATH=str(ROOT), LOCALQ_PATH=db)
     with localq.Queue("emails", path=db) as q:
