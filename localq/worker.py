@@ -270,6 +270,13 @@ class Worker:
                         return None
                     epoch, worked = self._epoch, self._worked
                 seen = queue._watcher.version()
+                with self._cond:
+                    # close() sets _stopping, then wakes the watcher: a wake-up that came
+                    # between the check above and version() (which blocks while PostgreSQL's
+                    # LISTEN starts) is already in *seen*, and the wait below would sleep
+                    # through it until drain_delay.
+                    if self._stopping:
+                        return None
                 # Only a claim that started after run(until_idle=True) was called may end the
                 # run: on a worker already running, an earlier empty claim can predate a job
                 # added just before that call. Read after version(), so that run()'s wake-up
