@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import psycopg
 
-from .errors import translate
+from .errors import connect_error, translate
 from .notify import KEEPALIVES
 from .url import parse_url
 
@@ -28,8 +28,14 @@ def holds_tables(url: str) -> bool:
     """
     parsed = parse_url(url)
     try:
-        with psycopg.connect(parsed.conninfo, autocommit=True, connect_timeout=10,
-                             application_name="localq", **KEEPALIVES) as conn:
+        conn = psycopg.connect(parsed.conninfo, autocommit=True, connect_timeout=10,
+                               application_name="localq", **KEEPALIVES)
+    except psycopg.OperationalError as exc:
+        raise connect_error(exc, parsed.shown) from exc  # as a Queue's first open says it
+    except psycopg.Error as exc:
+        raise translate(exc, parsed.shown, 10.0, schema=parsed.schema) from exc
+    try:
+        with conn:
             row = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = %s)",
                                (parsed.schema,)).fetchone()
     except psycopg.Error as exc:
