@@ -20,7 +20,10 @@ every ``poll_interval`` seconds instead, and waiters re-probe at that pace.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import select
 import threading
 import time
 from typing import Any, Callable
@@ -34,7 +37,9 @@ __all__ = ["Notifier", "channel_for"]
 
 log = logging.getLogger("localq")
 
-#: Seconds one wait inside ``notifies()`` lasts before the thread checks whether to stop.
+#: Seconds one wait for the socket lasts before the thread looks again regardless (close()
+#: wakes it at once through a pipe; this bounds a notification buffered where select() cannot
+#: see it, as inside TLS).
 _WAIT = 0.5
 #: Reconnection backoff bounds, in seconds.
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 2.0
@@ -67,6 +72,8 @@ class Notifier:
         self._version = 0
         self._listening = threading.Event()
         self._stop = threading.Event()
+        #: close() writes to it: the listening thread's select() returns at once.
+        self._bell: tuple[int, int] | None = None
         self._thread: threading.Thread | None = None
         self._subscribers: list[Callable[[str | None], None]] = []
         #: How many times the LISTEN session was (re)established (tests read it).
@@ -110,6 +117,7 @@ class Notifier:
         if self._thread is None:
             with self._lock:
                 if self._thread is None and not self._stop.is_set():
+                    self._bell = os.pipe()
                     self._thread = threading.Thread(target=self._run, name="localq-pg-listen",
                                                     daemon=True)
                     self._thread.start()
@@ -124,9 +132,13 @@ class Notifier:
             self._version += 1
 
     def close(self) -> None:
-        """Stop the thread (within about half a second) and close its connection."""
-        self._stop.set()
-        thread = self._thread
+        """Stop the thread and close its connection."""
+        with self._lock:  # the thread closes the pipe under the lock too: never a reused fd
+            self._stop.set()
+            thread = self._thread
+            if self._bell is not None:
+                with contextlib.suppress(OSError):  # full: it has rung already
+                    os.write(self._bell[1], b"x")
         if thread is not None and thread is not threading.current_thread():
             thread.join(_WAIT * 4)
 
@@ -138,6 +150,21 @@ class Notifier:
         return conn
 
     def _run(self) -> None:
+        try:
+            self._listen_until_closed()
+        finally:
+            with self._lock:
+                bell, self._bell = self._bell, None
+            if bell is not None:
+                os.close(bell[0])
+                os.close(bell[1])
+
+    def _bell_fd(self) -> int:
+        bell = self._bell
+        assert bell is not None  # made before the thread starts, closed when it ends
+        return bell[0]
+
+    def _listen_until_closed(self) -> None:
         backoff = _BACKOFF_MIN
         while not self._stop.is_set():
             try:
@@ -155,8 +182,11 @@ class Notifier:
             try:
                 with conn:
                     while not self._stop.is_set():
-                        for note in conn.notifies(timeout=_WAIT):
+                        # What libpq holds already first (select() cannot see it), then a
+                        # wait for the socket or close()'s bell.
+                        for note in conn.notifies(timeout=0):
                             self._deliver(note.payload)
+                        select.select([conn.fileno(), self._bell_fd()], [], [], _WAIT)
             except psycopg.Error as exc:
                 log.debug("localq: LISTEN connection lost, reconnecting: %s", exc)
                 self._deliver(None)
