@@ -105,13 +105,16 @@ def _start_workers(path: str, args: argparse.Namespace,
                    logdir: str) -> list[subprocess.Popen[bytes]]:
     # The children import this very copy of localq, installed or not.
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    # The queue by $LOCALQ_PATH, not --db: a PostgreSQL URL's password (q.path shows it
+    # hidden) must reach the workers, and not the process list.
+    from .pg.url import resolve
+    env = dict(os.environ, LOCALQ_PATH=resolve(path), PYTHONPATH=os.pathsep.join(
         p for p in (root, os.environ.get("PYTHONPATH")) if p))
     procs = []
     for i in range(args.workers):
         with open(os.path.join(logdir, f"worker-{i + 1}.log"), "wb") as log:
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "localq", "--db", path, "worker", QUEUE,
+                [sys.executable, "-m", "localq", "worker", QUEUE,
                  "localq.demo:handle", "--concurrency", str(args.concurrency)],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT))
     return procs
