@@ -226,7 +226,7 @@ def _cmd_queues(args: argparse.Namespace) -> int:
              "jobs": sum(s[k] for k in states.STATES)} for s in stats]
     _emit(args, objs, fmt.table(["QUEUE", "PAUSED", "JOBS"], [
         [o["queue"], "yes" if o["is_paused"] else "no", o["jobs"]] for o in objs])
-        if objs else "no queues in this file")
+        if objs else "no queues in this database")
     return 0
 
 
@@ -244,7 +244,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     rows = [[o["queue"] + (" (paused)" if o["is_paused"] else "")]
             + [o[s] for s in (*states.STATES, "workers")] for o in objs]
     _emit(args, objs, fmt.table(["QUEUE", *(s.upper() for s in states.STATES), "WORKERS"],
-                                rows) if objs else "no queues in this file")
+                                rows) if objs else "no queues in this database")
     return 0
 
 

@@ -133,6 +133,13 @@ def test_stats_counts_every_state_of_every_queue_or_one(capsys, db):
     assert lines(out)[1].split() == ["emails", "1", "1", "1", "1", "1", "0", "0"]
 
 
+def test_stats_and_queues_on_an_empty_database_say_so(capsys, db_path):
+    localq.Queue("q", path=db_path).close()  # a localq database with no queue yet
+    for command in ("stats", "queues"):
+        code, out, _ = run(capsys, "--db", db_path, command)
+        assert (code, out.strip()) == (0, "no queues in this database")
+
+
 def test_stats_counts_live_workers(capsys, db):
     with localq.Queue("reports", path=db) as r:
         r.process(lambda job: None, concurrency=2)
