@@ -67,8 +67,9 @@ class Job:
     def __init__(self, queue: Queue, row: tuple[Any, ...], *, token: str | None = None,
                  written: bool = False) -> None:
         """:param written: *row* holds what this process just wrote (an add), not what was
-            read: its data is decoded on first use. Data read from the file is decoded here,
-            so that a damaged value raises :class:`DatabaseError` where it was read."""
+            read: its data and options are decoded on first use. Data read from the file is
+            decoded here, so that a damaged value raises :class:`DatabaseError` where it was
+            read."""
         (rowid, job_id, self.name, data, opts, state, priority, timestamp_ms, delay_ms,
          run_at_ms, self.attempts_made, self.stalled_count, progress, returnvalue,
          self.failed_reason, stacktrace, processed_ms, finished_ms, _lock_token,
@@ -76,36 +77,67 @@ class Job:
         self.queue = queue
         self._rowid: int = rowid
         self.id: str = queue._tx.public_id(rowid, job_id)
-        path = queue.path
-        #: The data's JSON text while it is not decoded yet (see the ``data`` property).
-        self._data_text: str | None = None
-        if written:
-            self._data: Any = None
-            self._data_text = data
-        else:
-            self._data = serializers.loads(data, path=path)
-        self.opts: dict[str, Any] = dict(_DEFAULT_OPTS)
-        if opts != "{}":
-            self.opts.update(serializers.loads(opts, path=path))
-        # These options live in their own columns, not in the stored opts JSON.
-        timestamp = timestamp_ms / 1000.0
-        self.opts.update(name=self.name, job_id=job_id, timestamp=timestamp,
-                         priority=None if priority == NO_PRIORITY else priority)
         self._state: str = state
+        timestamp = timestamp_ms / 1000.0
         self.timestamp: float = timestamp
         self.delay: float = delay_ms / 1000.0
         self._run_at: float = run_at_ms / 1000.0
-        self._progress: Any = serializers.loads(progress, path=path) if progress is not None else 0
-        self.returnvalue: Any = (None if returnvalue is None
-                                 else serializers.loads(returnvalue, path=path))
-        self.stacktrace: list[str] = serializers.loads(stacktrace, path=path) if stacktrace else []
-        self.processed_on: float | None = None if processed_ms is None else processed_ms / 1000.0
-        self.finished_on: float | None = None if finished_ms is None else finished_ms / 1000.0
-        self._lock_expires: float | None = (None if lock_expires_ms is None
-                                            else lock_expires_ms / 1000.0)
         self._token = token
         self._discarded = False
         self._cancelled = False
+        #: What ``opts`` is built from on first use: the stored options' JSON text and the
+        #: options kept in columns of their own.
+        self._opts_parts: tuple[str, str | None, int] | None = (opts, job_id, priority)
+        self._opts: dict[str, Any] | None = None
+        if written:
+            # Just added: nothing of it to decode yet, and an add returns the job
+            # (add_bulk a thousand of them) that callers mostly never look at.
+            self._data: Any = None
+            #: The data's JSON text while it is not decoded yet (see the ``data`` property).
+            self._data_text: str | None = data
+            self._progress: Any = 0
+            self.returnvalue: Any = None
+            self.stacktrace: list[str] = []
+            self.processed_on: float | None = None
+            self.finished_on: float | None = None
+            self._lock_expires: float | None = None
+            return
+        path = queue.path
+        self._data_text = None
+        self._data = serializers.loads(data, path=path)
+        self._build_opts()
+        self._progress = serializers.loads(progress, path=path) if progress is not None else 0
+        self.returnvalue = (None if returnvalue is None
+                            else serializers.loads(returnvalue, path=path))
+        self.stacktrace = serializers.loads(stacktrace, path=path) if stacktrace else []
+        self.processed_on = None if processed_ms is None else processed_ms / 1000.0
+        self.finished_on = None if finished_ms is None else finished_ms / 1000.0
+        self._lock_expires = None if lock_expires_ms is None else lock_expires_ms / 1000.0
+
+    def _build_opts(self) -> dict[str, Any]:
+        parts = self._opts_parts
+        opts = dict(_DEFAULT_OPTS)
+        if parts is not None:
+            text, job_id, priority = parts
+            if text != "{}":
+                opts.update(serializers.loads(text, path=self.queue.path))
+            # These options live in their own columns, not in the stored opts JSON.
+            opts.update(name=self.name, job_id=job_id, timestamp=self.timestamp,
+                        priority=None if priority == NO_PRIORITY else priority)
+        self._opts = opts
+        self._opts_parts = None
+        return opts
+
+    @property
+    def opts(self) -> dict[str, Any]:
+        """The job's options: every ``add()`` option, defaults included."""
+        opts = self._opts
+        return opts if opts is not None else self._build_opts()
+
+    @opts.setter
+    def opts(self, value: dict[str, Any]) -> None:
+        self._opts = value
+        self._opts_parts = None
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.name!r} {self._state} queue={self.queue.name!r}>"
