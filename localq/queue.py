@@ -56,6 +56,13 @@ def _stored_opts(opts: JobOptions) -> str:
     return json.dumps(changed, separators=(",", ":")) if changed else "{}"
 
 
+def _columns_of(opts: JobOptions, text: str, now: int) -> dict[str, Any]:
+    return {"name": opts.name, "data": text, "stored_opts": _stored_opts(opts),
+            "job_id": opts.job_id, "priority": opts.priority, "delay_ms": int(opts.delay * 1000),
+            "lifo": opts.lifo,
+            "timestamp_ms": now if opts.timestamp is None else int(opts.timestamp * 1000)}
+
+
 class Queue(Getters, Repeatables, Processing):
     """A named queue in a SQLite file, shared by every thread and process that opens it.
 
@@ -82,7 +89,9 @@ class Queue(Getters, Repeatables, Processing):
             raise ConfigError("default_job_options must be a dict of add() options")
         self._default_opts = dict(default_job_options or {})
         self._base_opts = merge_job_options(self._default_opts, {})  # fail now, not at add()
-        self._base_stored = _stored_opts(self._base_opts)
+        #: add_job's keywords for a job with the queue's default options, but its data (and
+        #: timestamp, when the defaults set none): copied per add instead of rebuilt.
+        self._base_columns = _columns_of(self._base_opts, "", 0)
         self.limiter = Limiter.from_mapping(limiter)
         self._limit = compile_limit(self.limiter)
         #: When the last empty claim was held back by the limiter: the epoch ms at which a
@@ -186,12 +195,14 @@ class Queue(Getters, Repeatables, Processing):
 
     def _columns(self, opts: JobOptions, text: str, now: int) -> dict[str, Any]:
         """Return add_job's keywords (but queue, opts, now_ms and rowid) for one job."""
-        # The queue's default options (validated once) serialise to the same text each time.
-        stored = self._base_stored if opts is self._base_opts else _stored_opts(opts)
-        return {"name": opts.name, "data": text, "stored_opts": stored, "job_id": opts.job_id,
-                "priority": opts.priority, "delay_ms": int(opts.delay * 1000),
-                "lifo": opts.lifo,
-                "timestamp_ms": now if opts.timestamp is None else int(opts.timestamp * 1000)}
+        if opts is self._base_opts:
+            # The queue's default options (validated once) give the same columns each time.
+            columns = self._base_columns.copy()
+            columns["data"] = text
+            if opts.timestamp is None:
+                columns["timestamp_ms"] = now
+            return columns
+        return _columns_of(opts, text, now)
 
     def _insert(self, conn: Any, opts: JobOptions, text: str, now: int,
                 rowid: int | None = None) -> tuple[tuple[Any, ...], bool]:
@@ -271,9 +282,10 @@ class Queue(Getters, Repeatables, Processing):
                     rows.append((row, inserted))
         out = [Job(self, row, written=inserted) for row, inserted in rows]
         self._after_write(delayed=any(job._state == "delayed" for job in out))
-        for job, (_, inserted) in zip(out, rows):
-            if inserted and job._state == "waiting":
-                self._emit_local("waiting", job.id)
+        if self._events.has("waiting"):
+            for job, (_, inserted) in zip(out, rows):
+                if inserted and job._state == "waiting":
+                    self._emit_local("waiting", job.id)
         return out
 
     # -- admin -------------------------------------------------------------------------------

@@ -76,12 +76,14 @@ def add_jobs(conn: Any, *, queue: str, jobs: Sequence[dict[str, Any]], rowid: in
     out: list[tuple[Row, bool]] = []
     plain: list[dict[str, Any]] = []
     watched: bool | None = None
+    # The columns a fresh row ends with (what _new_row gives after run_at_ms).
+    tail = (0, 0, None, None, None, None, None, None, None, None, queue)
 
     def flush() -> None:
         nonlocal watched
         if not plain:
             return
-        conn.executemany(_INSERT, plain)
+        conn.executemany(_INSERT_PLAIN, plain)
         if watched is None:
             watched = bool(conn.execute(_WATCHED, {"q": queue, "wall": int(time.time() * 1000)}
                                         ).fetchall())
@@ -93,7 +95,6 @@ def add_jobs(conn: Any, *, queue: str, jobs: Sequence[dict[str, Any]], rowid: in
         plain.clear()
 
     for job in jobs:
-        priority = NO_PRIORITY if job["priority"] is None else job["priority"]
         if job["job_id"] is not None or job["delay_ms"] > 0:
             flush()
             row, inserted = add_job(conn, queue=queue, opts={}, now_ms=now_ms, rowid=rowid,
@@ -101,15 +102,13 @@ def add_jobs(conn: Any, *, queue: str, jobs: Sequence[dict[str, Any]], rowid: in
             rowid += inserted
             out.append((row, inserted))
             continue
-        params = {
-            "id": rowid, "queue": queue, "job_id": None, "name": job["name"],
-            "data": job["data"], "opts": job["stored_opts"], "state": "waiting",
-            "priority": priority, "seq": -rowid if job["lifo"] else rowid,
-            "ts": job["timestamp_ms"], "delay": 0, "run_at": now_ms, "rk": None,
-        }
-        plain.append(params)
-        out.append((_new_row(rowid, queue, None, job["name"], job["data"], job["stored_opts"],
-                             "waiting", priority, job["timestamp_ms"], 0, now_ms), True))
+        priority = NO_PRIORITY if job["priority"] is None else job["priority"]
+        name, data, stored, ts = job["name"], job["data"], job["stored_opts"], job["timestamp_ms"]
+        plain.append({"id": rowid, "queue": queue, "name": name, "data": data, "opts": stored,
+                      "priority": priority, "seq": -rowid if job["lifo"] else rowid, "ts": ts,
+                      "run_at": now_ms})
+        out.append(((rowid, None, name, data, stored, "waiting", priority, ts, 0, now_ms)
+                    + tail, True))
         rowid += 1
     flush()
     return out
@@ -126,6 +125,11 @@ _BY_CUSTOM_ID = f"SELECT {JOB_COLUMNS} FROM jobs WHERE queue = :q AND job_id = :
 _INSERT = ("INSERT INTO jobs (id, queue, job_id, name, data, opts, state, priority, seq,"
            " timestamp_ms, delay_ms, run_at_ms, repeat_key) VALUES (:id, :queue, :job_id, :name,"
            " :data, :opts, :state, :priority, :seq, :ts, :delay, :run_at, :rk)")
+#: The INSERT of a plain job (no custom id, no delay): every parameter costs a dict lookup
+#: by a new str in apsw, so the constant columns are spelled out.
+_INSERT_PLAIN = ("INSERT INTO jobs (id, queue, job_id, name, data, opts, state, priority, seq,"
+                 " timestamp_ms, delay_ms, run_at_ms) VALUES (:id, :queue, NULL, :name, :data,"
+                 " :opts, 'waiting', :priority, :seq, :ts, 0, :run_at)")
 _WATCHED = "SELECT 1 FROM queues WHERE name = :q AND watch_until_ms > :wall"
 _NEXT_AND_WATCHED = (f"SELECT {NEXT_ID}, EXISTS (SELECT 1 FROM queues WHERE name = :q"
                      " AND watch_until_ms > :wall)")
