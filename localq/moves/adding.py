@@ -42,11 +42,17 @@ def add_job(conn: Any, *, queue: str, name: str, data: str, opts: dict[str, Any]
         # cost inside SQLite.)
         rowid, watched = conn.execute(_NEXT_AND_WATCHED, {
             "q": queue, "wall": int(time.time() * 1000)}).fetchall()[0]
-    conn.execute(_INSERT, {
-        "id": rowid, "queue": queue, "job_id": job_id, "name": name, "data": data,
-        "opts": stored_opts, "state": state, "priority": priority,
-        "seq": -rowid if lifo else rowid, "ts": timestamp_ms, "delay": delay_ms,
-        "run_at": now_ms + delay_ms, "rk": repeat_key})
+    if job_id is None and state == "waiting" and repeat_key is None:
+        conn.execute(_INSERT_PLAIN, {
+            "id": rowid, "queue": queue, "name": name, "data": data, "opts": stored_opts,
+            "priority": priority, "seq": -rowid if lifo else rowid, "ts": timestamp_ms,
+            "run_at": now_ms})
+    else:
+        conn.execute(_INSERT, {
+            "id": rowid, "queue": queue, "job_id": job_id, "name": name, "data": data,
+            "opts": stored_opts, "state": state, "priority": priority,
+            "seq": -rowid if lifo else rowid, "ts": timestamp_ms, "delay": delay_ms,
+            "run_at": now_ms + delay_ms, "rk": repeat_key})
     row = _new_row(rowid, queue, job_id, name, data, stored_opts, state, priority,
                    timestamp_ms, delay_ms, now_ms + delay_ms)
     public = public_id(rowid, job_id)
