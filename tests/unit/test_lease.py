@@ -174,6 +174,41 @@ def test_bell_file_is_private_and_flags_say_who_waits(db_path: str) -> None:
     assert not os.path.exists(bell.path)
 
 
+def test_a_ringer_sees_bells_come_and_go_even_when_the_directory_mtime_does_not_change(
+        db_path: str) -> None:
+    # Each Hub stands for a process. The directory's mtime is set back after every change
+    # (a coarse clock): only the generation file tells the ringer, without a stat per ring.
+    q = localq.Queue("bell", path=db_path)
+    ringer, first, second = (doorbell.Hub(q.path) for _ in range(3))
+    try:
+        first.arm(doorbell.CHANGE)
+        directory = os.path.dirname(first._bell.path)  # type: ignore[union-attr]
+        old = time.time_ns() - 10**9
+        os.utime(directory, ns=(old, old))
+
+        def ports() -> set[int]:
+            return {peer.port for peer in ringer._current_peers()}
+
+        def port(hub: doorbell.Hub) -> int:
+            assert hub._bell is not None
+            return int(hub._bell.sock.getsockname()[1])
+
+        assert ports() == {port(first)}
+        second.arm(doorbell.CHANGE)
+        os.utime(directory, ns=(old, old))
+        assert ports() == {port(first), port(second)}
+        gone = port(second)
+        second.disarm(doorbell.CHANGE)
+        second.close()
+        os.utime(directory, ns=(old, old))
+        assert ports() == {port(first)} and gone not in ports()
+        first.disarm(doorbell.CHANGE)
+    finally:
+        for hub in (ringer, first, second):
+            hub.close()
+        q.close()
+
+
 def test_only_one_scheduler_leads_a_queue_and_the_next_takes_over(db_path: str) -> None:
     a = localq.Queue("lead:er", path=db_path)  # ':' is hashed away from the file name
     b = localq.Queue("lead:er", path=db_path)
