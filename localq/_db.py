@@ -263,6 +263,14 @@ class Store:
                 self._refuse_foreign(app_id, version)
             if version < schema.SCHEMA_VERSION:
                 self._migrate(conn)
+            if self._jobs_sql(conn).find(schema.STATE_CHECK_IN) >= 0:
+                # On a connection of its own: the one that edits the schema keeps using the
+                # text it had parsed, every other one reads the new text.
+                other = self._open()
+                try:
+                    self._respell_state_check(other)
+                finally:
+                    other.close()
             mode = conn.execute("PRAGMA journal_mode").fetchall()[0][0]
             if mode != "wal":
                 self._enable_wal(conn)
@@ -305,6 +313,48 @@ class Store:
             raise DatabaseError(
                 f"{self.path!r} has localq schema version {version}, newer than this localq"
                 f" (version {schema.SCHEMA_VERSION}): upgrade localq", path=self.path)
+
+    @staticmethod
+    def _jobs_sql(conn: apsw.Connection) -> str:
+        rows = conn.execute("SELECT sql FROM sqlite_schema WHERE type = 'table'"
+                            " AND name = 'jobs'").fetchall()
+        return str(rows[0][0]) if rows else ""
+
+    def _respell_state_check(self, conn: apsw.Connection) -> None:
+        """Replace the jobs table's ``state IN (...)`` rule by the same rule spelled with OR
+        (see :data:`localq.schema.STATE_CHECK`), in one transaction; skipped, to be done at a
+        later open, when the file is read-only or stays locked."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except (apsw.ReadOnlyError, apsw.BusyError):
+            return
+        try:
+            old = self._jobs_sql(conn)  # again, under the write lock
+            new = old.replace(schema.STATE_CHECK_IN, schema.STATE_CHECK)
+            if new != old:
+                cookie = int(conn.execute("PRAGMA schema_version").fetchall()[0][0])  # type: ignore[arg-type]
+                # Editing sqlite_schema needs the defensive flag off, on this connection and
+                # only for this transaction.
+                conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 0)
+                try:
+                    conn.execute("PRAGMA writable_schema=ON")
+                    conn.execute("UPDATE sqlite_schema SET sql = :sql WHERE type = 'table'"
+                                 " AND name = 'jobs'", {"sql": new})
+                    # Every connection, in every process, reads the schema again.
+                    conn.execute(f"PRAGMA schema_version={cookie + 1:d}")
+                    conn.execute("PRAGMA writable_schema=OFF")
+                finally:
+                    conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
+                # The new text parses, or nothing is committed.
+                conn.execute("SELECT count(*) FROM jobs WHERE 0").fetchall()
+            conn.execute("COMMIT")
+        except (apsw.ReadOnlyError, apsw.BusyError):
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def _migrate(self, conn: apsw.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")

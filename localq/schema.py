@@ -12,7 +12,7 @@ counter row is touched per add.
 
 from __future__ import annotations
 
-__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION"]
+__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "STATE_CHECK", "STATE_CHECK_IN"]
 
 #: "LQ01" as a big-endian int: marks a file as a localq database.
 APPLICATION_ID = 0x4C513031
@@ -131,3 +131,14 @@ MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 
 #: The schema version this code writes and reads.
 SCHEMA_VERSION = len(MIGRATIONS)
+
+#: The jobs table's state rule as version 1 wrote it, and the same rule spelled with OR.
+#: SQLite checks ``IN`` over five values by building a temporary b-tree at every statement
+#: that writes a job row (an add, each row of an add_bulk, a claim, a completion: ~20k
+#: instructions each, a tenth of an add), and compares the OR form in place. The rule is the
+#: same, so the text is replaced where SQLite keeps it (lang_altertable.html "other kinds of
+#: table schema changes": a CHECK constraint does not change what is stored), without a new
+#: schema version: every localq version reads and writes the file either way.
+STATE_CHECK_IN = "CHECK (state IN ('waiting','delayed','active','completed','failed'))"
+STATE_CHECK = ("CHECK (state = 'waiting' OR state = 'delayed' OR state = 'active'"
+               " OR state = 'completed' OR state = 'failed')")

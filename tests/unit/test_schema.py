@@ -217,6 +217,48 @@ def test_a_version_1_file_is_migrated_in_place_and_keeps_its_jobs(tmp_path: Path
     assert {"jobs_completed", "jobs_failed"} <= indexes and "jobs_finished" not in indexes
 
 
+def parsed_state_rule(conn: apsw.Connection) -> str:
+    """The state rule *conn* enforces (its own parsed schema, as its refusal names it)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(apsw.ConstraintError) as info:
+            conn.execute("UPDATE jobs SET state = 'paused' WHERE id = 2")
+    finally:
+        conn.execute("ROLLBACK")
+    return str(info.value)
+
+
+def test_the_state_rule_is_respelled_without_a_temporary_b_tree_and_still_holds(
+        tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    make_localq(path)  # then put the rule back as version 1 wrote it
+    conn = apsw.Connection(str(path))
+    conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 0)
+    conn.execute("BEGIN IMMEDIATE")
+    (cookie,), = conn.execute("PRAGMA schema_version").fetchall()
+    conn.execute("PRAGMA writable_schema=ON")
+    conn.execute("UPDATE sqlite_schema SET sql = replace(sql, :new, :old) WHERE name = 'jobs'",
+                 {"new": schema.STATE_CHECK, "old": schema.STATE_CHECK_IN})
+    conn.execute(f"PRAGMA schema_version={int(cookie) + 1}")  # type: ignore[arg-type]
+    conn.execute("PRAGMA writable_schema=OFF")
+    conn.execute("COMMIT")
+    conn.close()  # the connection that edits the schema keeps the text it had parsed
+    conn = apsw.Connection(str(path))  # stands for another process, open all along
+    assert "state IN (" in parsed_state_rule(conn)
+    with localq.Queue("q", path=path) as q:
+        assert "state IN (" not in q._store.query(
+            "SELECT sql FROM sqlite_schema WHERE name = 'jobs'")[0][0]
+        assert q.count() == 200
+        job = q.get_next_job()
+        assert job is not None and job.data["i"] == 0
+        job.move_to_completed(None)
+        assert q._store.query("PRAGMA integrity_check") == [("ok",)]
+        for reader in (q._store.connection(), conn):
+            assert "state = 'waiting' OR state = 'delayed'" in parsed_state_rule(reader)
+        assert q._store.query("PRAGMA user_version")[0][0] == schema.SCHEMA_VERSION
+    conn.close()
+
+
 @pytest.mark.parametrize("state", ["waiting", "delayed", "active", "completed", "failed"])
 def test_every_per_state_read_and_clean_uses_its_partial_index(tmp_path: Path,
                                                                state: str) -> None:
