@@ -26,7 +26,9 @@ MODULES = sorted(PACKAGE.rglob("*.py"))
 
 #: f-string / ``+`` pieces allowed inside SQL, per module: fixed fragments, never values.
 ALLOWED_FRAGMENTS = {
-    "_db.py": {"schema.APPLICATION_ID", "schema.SCHEMA_VERSION", "level", "pragma"},
+    # cookie + 1: the int PRAGMA schema_version gave, formatted with :d (a PRAGMA takes no
+    # bound parameter).
+    "_db.py": {"schema.APPLICATION_ID", "schema.SCHEMA_VERSION", "level", "pragma", "cookie + 1"},
     "limiter.py": {"_group_sql(limit)", "', '.join(marks)", "i"},
     # STATE_IS[...]: fixed "state = '<state>'" strings (transitions.STATE_IS).
     "queries.py": {"JOB_COLUMNS", "order", "STATE_IS[state]", "STATE_IS[sql_state]"},
