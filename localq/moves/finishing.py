@@ -97,6 +97,12 @@ def move_to_completed(conn: Any, *, rowid: int, public: str, token: str | None,
     if not conn.changes():
         _locked_row(conn, rowid, token, public)  # raises the precise error
         raise AssertionError("unreachable: the guard matched nothing but the row is held")
+    # Nearly every job has no retention rule: then the event row, taking the queue from the
+    # job's row, is all that is left (one statement where a read and an insert were).
+    conn.execute(_COMPLETED_EVENT_UNLESS_RETAINED,
+                 {"j": public, "d": returnvalue, "t": now_ms, "id": rowid})
+    if conn.changes():
+        return
     # Read back rather than RETURNING (a temporary table per statement in SQLite).
     queue, opts_text = conn.execute("SELECT queue, opts FROM jobs WHERE id = :id",
                                     {"id": rowid}).fetchall()[0]
@@ -108,6 +114,12 @@ def move_to_completed(conn: Any, *, rowid: int, public: str, token: str | None,
     _retain(conn, queue, "completed", opts.get("remove_on_complete", False), now_ms, rowid)
 
 
+#: The ``completed`` event of a job whose stored options name no ``remove_on_complete``
+#: (a text search: a false match only takes the general path).
+_COMPLETED_EVENT_UNLESS_RETAINED = (
+    "INSERT INTO events (queue, event, job_id, data, ts_ms)"
+    " SELECT queue, 'completed', :j, :d, :t FROM jobs"
+    " WHERE id = :id AND instr(opts, '\"remove_on_complete\"') = 0")
 _COMPLETE_IGNORING_LOCK = (
     "UPDATE jobs SET state = 'completed', returnvalue = :rv, finished_on_ms = :now,"
     " lock_token = NULL, lock_owner = NULL, lock_expires_ms = NULL"
