@@ -119,8 +119,10 @@ class _Bell:
                 os.close(fd)
             # After the file is complete, and before any flag is set (arm): a ringer that
             # reads the old generation commits before this process's first look at the
-            # database, which then sees that commit.
-            _bump_generation(directory)
+            # database, which then sees that commit. (Without it, ringers find the bell at
+            # their next look at the directory, within _RECHECK.)
+            with contextlib.suppress(OSError):
+                _bump_generation(directory)
         except BaseException:
             self.sock.close()
             raise
@@ -189,6 +191,7 @@ class Hub:
         #: listing; the directory is looked at again when they differ or at _recheck_at.
         self._generation: mmap.mmap | None = None
         self._generation_seen: bytes | None = None
+        self._generation_failed = False
         self._recheck_at = 0.0
         self._sender: socket.socket | None = None
 
@@ -273,11 +276,16 @@ class Hub:
             self._dir = os.path.join(self.db_path + "-localq", "bells")
         try:
             st = os.stat(self._dir)
-            if generation is None:
+        except OSError:
+            return []
+        if generation is None and not self._generation_failed:
+            try:
                 generation = self._generation = _map_generation(self._dir)
                 token = generation[:8]
-        except (OSError, ValueError):
-            return []
+            except (OSError, ValueError):
+                # No token to read (a directory we may not write): look at the directory at
+                # every ring, as without generation files.
+                self._generation_failed = True
         now = time.time()
         # Directory mtimes can be coarse (a few ms): within that window a second new bell
         # would not change it, so a recent mtime is never trusted.
