@@ -26,6 +26,8 @@ Differences from the SQLite schema, each for a reason:
 
 from __future__ import annotations
 
+from .plpgsql import COMPLETE_AND_FETCH
+
 __all__ = ["ADVISORY_NAMESPACE", "APP", "MIGRATIONS", "SCHEMA_VERSION"]
 
 #: First key of every advisory lock localq takes ("LQLQ"), the second is per use.
@@ -135,8 +137,12 @@ CREATE TABLE rate_starts (
 CREATE INDEX rate_starts_window ON rate_starts (queue, grp, ts_ms);
 """
 
+#: Version 2: the server-side function that completes a job and claims the next one in one
+#: round trip (:mod:`localq.pg.plpgsql`); a version 1 schema gains it on first open.
+_V2 = COMPLETE_AND_FETCH
+
 #: Ordered migrations: MIGRATIONS[i] takes schema_version i to i + 1.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 
 #: The schema version this code writes and reads.
 SCHEMA_VERSION = len(MIGRATIONS)
