@@ -132,8 +132,13 @@ class Processing:
         pass ``emit=False`` and emit ``active`` after the commit). With *drained*, finding
         nothing also records a global ``drained`` event, in the same transaction."""
         params = self._claim_params(names)
+        # A backend may claim in one statement (PostgreSQL) that writes nothing when nothing
+        # is runnable: no read first. Not for a limited claim (see _complete).
+        one = getattr(self._tx, "fetch_next", None) if self._limit is None else None
         if conn is not None:
             row = self._claim_in(conn, params)
+        elif one is not None:
+            row = one(self._store, now_ms=self._now_ms(), claim=params, drained=drained)
         elif self._nothing_to_claim(names, drained):
             return None
         else:

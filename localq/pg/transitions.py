@@ -30,7 +30,7 @@ from typing import Any, Iterable, Sequence
 from ..errors import InvalidJobState, JobNotFound, LockError
 from .errors import guard_error
 from .bulk import add_jobs
-from .finish import complete_and_fetch
+from .finish import complete_and_fetch, fetch_next
 from ..limiter import RateLimit
 from ..options import NO_PRIORITY
 from ..states import CLEAN_STATES
@@ -46,11 +46,11 @@ from .limiter import group_filter, lock_limiter, record_start
 __all__ = [
     "JOB_COLUMNS", "REMOVED_SCHEDULE_REASON", "STALLED_REASON", "add_job", "add_jobs",
     "add_log", "auto_rowid", "claim", "clean", "complete_and_fetch", "create_occurrence",
-    "delete_queue", "emit", "empty", "extend_locks", "lock_for_claim", "move_to_completed",
-    "move_to_failed", "next_rowid", "note_drained", "occurrence_id", "pause", "promote",
-    "promote_due", "public_id", "recover_stalled", "register_worker", "release", "remove",
-    "remove_occurrences", "resume", "retry", "retry_failed", "rowid_of", "set_progress",
-    "trim_events", "unregister_workers", "update_data", "watch_queue",
+    "delete_queue", "emit", "empty", "extend_locks", "fetch_next", "lock_for_claim",
+    "move_to_completed", "move_to_failed", "next_rowid", "note_drained", "occurrence_id",
+    "pause", "promote", "promote_due", "public_id", "recover_stalled", "register_worker",
+    "release", "remove", "remove_occurrences", "resume", "retry", "retry_failed", "rowid_of",
+    "set_progress", "trim_events", "unregister_workers", "update_data", "watch_queue",
 ]
 
 STALLED_REASON = "job stalled more than allowable limit"

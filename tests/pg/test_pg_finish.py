@@ -32,6 +32,13 @@ pytestmark = pytest.mark.pg
 Setup = Callable[[PgStore], None]
 
 
+def as_moves(store: PgStore, *, rowid: int, public: str, token: str | None, returnvalue: str,
+          now_ms: int, claim: dict[str, Any] | None) -> Any:
+    """What the function replaces: move_to_completed and claim in one transaction."""
+    done = {"rowid": rowid, "public": public, "token": token, "returnvalue": returnvalue}
+    return finish._as_moves(store, done, now_ms, claim)
+
+
 class Twin:
     """One store and a session LISTENing to its schema's channel."""
 
@@ -109,7 +116,7 @@ def both(twins: tuple[Twin, Twin], setup: Setup, *, token: str | None = "running
     the other; return the function's result after checking that both twins ended the
     same."""
     results = []
-    for twin, run in zip(twins, (finish.complete_and_fetch, finish._as_moves)):
+    for twin, run in zip(twins, (finish.complete_and_fetch, as_moves)):
         setup(twin.store)
         rowid = take(twin.store)
         if then is not None:
@@ -194,6 +201,48 @@ def test_the_function_takes_what_the_moves_take(twins: tuple[Twin, Twin], setup:
         assert row[5] == "active" and row[18] == "next"
 
 
+def claim_moves(store: PgStore, *, now_ms: int, claim: dict[str, Any],
+                drained: bool = False) -> Any:
+    """What fetch_next replaces: claim (and note_drained) in one transaction."""
+    return finish._as_moves(store, None, now_ms, claim, drained=drained)
+
+
+def _empty_watched(store: PgStore) -> None:
+    with store.write(durable=False) as conn:
+        tr.watch_queue(conn, queue="q", until_ms=2**62)
+
+
+@pytest.mark.parametrize("setup, names, drained, expect", [
+    (_priorities, None, False, 3), (_lifo, None, False, 3), (_due_delayed_first, None, False, 3),
+    (_names, ["c"], False, 3), (_watched, None, True, 1), (_empty_watched, None, True, None),
+], ids=["priority", "lifo", "due-delayed", "names", "watched", "drained"])
+def test_a_claim_alone_takes_what_the_claim_move_takes(twins: tuple[Twin, Twin],
+                                                       setup: Setup, names: list[str] | None,
+                                                       drained: bool,
+                                                       expect: int | None) -> None:
+    got = []
+    for twin, run in zip(twins, (finish.fetch_next, claim_moves)):
+        setup(twin.store)
+        twin.notes()
+        row = run(twin.store, now_ms=T0 + 5_000, claim=claim_args(names), drained=drained)
+        got.append((row, twin.tables(), twin.notes()))
+    assert got[0] == got[1]
+    assert (None if got[0][0] is None else got[0][0][0]) == expect
+    if drained and expect is None:
+        assert got[0][1]["events"][-1][1] == "drained"
+
+
+def test_an_idle_look_writes_nothing_unless_someone_listens_for_drained(
+        twins: tuple[Twin, Twin]) -> None:
+    twin = twins[0]
+    _due_delayed_first(twin.store)
+    with twin.store.write(durable=True) as conn:
+        tr.pause(conn, queue="q", now_ms=T0)
+    before, _ = twin.tables(), twin.notes()
+    assert finish.fetch_next(twin.store, now_ms=T0, claim=claim_args(), drained=True) is None
+    assert twin.tables() == before and twin.notes() == []
+
+
 def test_without_a_claim_it_only_completes(twins: tuple[Twin, Twin]) -> None:
     assert both(twins, _priorities, claim=None) is None
     assert twins[0].store.query("SELECT state FROM jobs ORDER BY id") == [
@@ -247,7 +296,7 @@ def test_a_refused_completion_changes_and_takes_nothing(twins: tuple[Twin, Twin]
 
 def test_guard_errors_match_the_moves(twins: tuple[Twin, Twin]) -> None:
     errors = []
-    for twin, run in zip(twins, (finish.complete_and_fetch, finish._as_moves)):
+    for twin, run in zip(twins, (finish.complete_and_fetch, as_moves)):
         store = twin.store
         add(store)
         add(store)
@@ -326,9 +375,11 @@ def test_complete_and_fetch_is_one_round_trip(pg_url: str) -> None:
         assert _round_trips(q, lambda: got.append(job.move_to_completed("done"))) == 1
         assert got == [({"i": 1}, "2")]
         assert job.get_state() == "completed" and late.get_state() == "waiting"
-        # Completing without fetching is the same single statement.
+        # Completing without fetching, and a claim alone, are the same single statement.
         nxt = q.get_job("2")
         assert _round_trips(q, lambda: nxt.move_to_completed(None, not_fetch=True)) == 1
+        assert _round_trips(q, lambda: got.append(q.get_next_job())) == 1
+        assert got[-1].id == "3"
 
         # The counter sees every exchange: a transaction of one statement is three.
         def one_statement_transaction() -> None:
