@@ -12,6 +12,10 @@ SQLite module (its docstring holds the table); only the SQL differs. What Postgr
   retention sweeps). Guarded ``UPDATE``\\s re-check their guard on the newest row version.
 * The claim, a completion and an add are one statement each (data-modifying CTEs write the
   job and its event together), so a transition costs one round trip plus BEGIN/COMMIT.
+  The hot ones need no BEGIN/COMMIT at all: :func:`complete_and_fetch` and
+  :func:`fetch_next` (:mod:`localq.pg.finish`) run the claim, the completion, or both, as
+  one statement that is its own transaction, through a server-side function; a batch of
+  adds is one statement (:func:`add_jobs`, :mod:`localq.pg.bulk`).
 * Every transition that makes a job runnable or writes an event calls ``pg_notify`` on the
   schema's channel in the same statement: delivered at commit, folded when repeated inside
   one transaction, never delivered for a rolled-back change. Claims and lock renewals do not
