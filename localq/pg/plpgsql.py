@@ -2,9 +2,10 @@
 
 Only what must be one round trip lives here: :data:`COMPLETE_AND_FETCH` completes a job and
 claims the next one in one statement, hence one transaction, the way Bull's
-``moveToFinished`` Lua script does on Redis (either half alone too: a claim, a completion). Each function mirrors, statement for statement,
-the Python moves of :mod:`localq.pg.transitions` it replaces (same guards, rows, events,
-NOTIFY and row locks); the tests run both on the same data and compare.
+``moveToFinished`` Lua script does on Redis (either half alone too: a claim, a completion).
+Each function mirrors, statement for statement, the Python moves of
+:mod:`localq.pg.transitions` it replaces (same guards, rows, events, NOTIFY and row locks);
+the tests run both on the same data and compare.
 
 A migration's text is frozen once released: a change to a function is a new migration with
 ``CREATE OR REPLACE FUNCTION`` (see :data:`localq.pg.schema.MIGRATIONS`).

@@ -43,8 +43,9 @@ def one_by_one(conn: Any, *, queue: str, jobs: list[dict[str, Any]], rowid: int,
 @pytest.mark.parametrize("watched", [False, True])
 @pytest.mark.parametrize("batch", [MIXED, [job() for _ in range(3)], [job("x")] * 3],
                          ids=["mixed", "plain", "one-id"])
-def test_add_jobs_leaves_what_add_job_leaves(twins: tuple[Twin, Twin], watched: bool,
-                                             batch: list[dict[str, Any]]) -> None:
+def test_add_jobs_leaves_what_add_job_leaves(
+        twins: tuple[Twin, Twin], watched: bool,  # noqa: F811  (the imported fixture)
+        batch: list[dict[str, Any]]) -> None:
     got = []
     for twin, run in zip(twins, (tr.add_jobs, one_by_one)):
         with twin.store.write(durable=True) as conn:

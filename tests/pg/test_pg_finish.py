@@ -22,6 +22,7 @@ from localq.errors import InvalidJobState, JobNotFound, LockError
 from localq.pg import finish, repeats
 from localq.pg import transitions as tr
 from localq.pg.store import PgStore
+from localq.pg.url import parse_url
 from localq.repeat import parse_repeat
 from localq.testing import FakeClock
 from pg_server import drop_schema, schema_url
@@ -32,8 +33,8 @@ pytestmark = pytest.mark.pg
 Setup = Callable[[PgStore], None]
 
 
-def as_moves(store: PgStore, *, rowid: int, public: str, token: str | None, returnvalue: str,
-          now_ms: int, claim: dict[str, Any] | None) -> Any:
+def as_moves(store: PgStore, *, rowid: int, public: str, token: str | None,
+             returnvalue: str, now_ms: int, claim: dict[str, Any] | None) -> Any:
     """What the function replaces: move_to_completed and claim in one transaction."""
     done = {"rowid": rowid, "public": public, "token": token, "returnvalue": returnvalue}
     return finish._as_moves(store, done, now_ms, claim)
@@ -412,3 +413,21 @@ def test_a_version_1_schema_gains_the_function_on_first_open(pg_server_url: str)
                                   " WHERE key = 'schema_version'") == [("2",)]
     finally:
         drop_schema(pg_server_url, name)
+
+
+def test_a_dead_pooled_session_is_replaced_under_the_one_statement(pg_url: str) -> None:
+    with localq.Queue("q", path=pg_url) as q:
+        q.add_bulk([{"data": 1}, {"data": 2}])
+        job = q.get_next_job()
+        assert job is not None
+        with psycopg.connect(parse_url(pg_url).conninfo, autocommit=True) as admin:
+            pids = [r[0] for r in admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'localq'"
+                " AND pid <> pg_backend_pid()")]
+            admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid",
+                          (pids,))
+            while admin.execute("SELECT count(*) FROM pg_stat_activity"
+                                " WHERE pid = ANY(%s::int[])", (pids,)).fetchone() != (0,):
+                pass  # the sessions end within milliseconds
+        assert job.move_to_completed("ok") == (2, "2")
+        assert job.get_state() == "completed"
