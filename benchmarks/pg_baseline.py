@@ -12,7 +12,9 @@ job without scanning the finished ones (what any hand-written queue would add).
   pipeline: one round trip per batch, not per row);
 * claim: ``UPDATE jobs SET status = 'active' WHERE id = (SELECT id ... FOR UPDATE SKIP LOCKED
   LIMIT 1) RETURNING id, data`` in one transaction, then ack ``UPDATE ... SET status =
-  'done'`` in a second one.
+  'done'`` in a second one;
+* ack_and_claim: the ack of one job and the claim of the next in one statement (a
+  data-modifying CTE), hence one transaction: what a worker's complete-and-fetch does.
 
 ``synchronous_commit`` is set once per session: ``on`` or ``off``.
 """
@@ -54,6 +56,8 @@ class Baseline:
                        f"SELECT id FROM {schema}.jobs WHERE status = 'waiting' ORDER BY id"
                        " FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING id, data")
         self._ack = f"UPDATE {schema}.jobs SET status = 'done' WHERE id = %s"
+        self._ack_and_claim = (f"WITH ack AS ({self._ack.replace('%s', '%(id)s')})"
+                               f" {self._claim}")
 
     def add(self, data: str) -> None:
         """Insert one job, committed on return."""
@@ -72,6 +76,11 @@ class Baseline:
     def ack(self, job_id: int) -> None:
         """Mark a claimed job done (a second transaction)."""
         self.conn.execute(self._ack, (job_id,))
+
+    def ack_and_claim(self, job_id: int) -> tuple[int, str] | None:
+        """Mark a claimed job done and take the next one, in one statement."""
+        row = self.conn.execute(self._ack_and_claim, {"id": job_id}).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
 
     def close(self) -> None:
         """Close the session."""

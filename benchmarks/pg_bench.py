@@ -14,7 +14,11 @@ baseline's: the price of localq's bookkeeping (events, attempts, leases, options
   localq ``safe`` commits these processing steps with ``synchronous_commit = off``, so
   the baseline runs with ``off`` too;
 * W4 one producer (adds as in W1 ``safe`` / ``on``) and two consumer *processes*
-  (multiprocessing ``spawn``), end to end, with the jobs lost and completed twice.
+  (multiprocessing ``spawn``), end to end, with the jobs lost and completed twice;
+* W5 one consumer drains n waiting jobs as a worker does: each completion takes the next
+  job in the same transaction (``settle(..., fetch=True)``, the Worker's call) against the
+  ack of one job and the claim of the next in one statement; ``synchronous_commit = off``
+  as in W3.
 
 Without ``--url`` (or ``$LOCALQ_TEST_PG_URL``) a private server is started with the
 server's durable defaults (fsync on), unlike the test server, whose fsync is off.
@@ -43,6 +47,7 @@ import localq
 from benchmarks.common import percentile
 from benchmarks.pg_baseline import Baseline
 from localq.pg.url import parse_url
+from localq.runner import settle
 
 #: Fast enough for the 90 s budget on the shared 2-core machine with fsync on.
 DEFAULT_N = 1000
@@ -51,7 +56,7 @@ _POLL_S = 0.002
 _ENV_URL = "LOCALQ_TEST_PG_URL"
 #: (workload, localq durability, baseline synchronous_commit) in run order.
 CONFIGS = (("W1", "safe", "on"), ("W1", "normal", "off"), ("W2", "safe", "on"),
-           ("W3", "safe", "off"), ("W4", "safe", "on/off"))
+           ("W3", "safe", "off"), ("W4", "safe", "on/off"), ("W5", "safe", "off"))
 
 
 class _Localq:
@@ -73,6 +78,10 @@ class _Localq:
 
     def ack(self, job: Any) -> None:
         job.move_to_completed(None, not_fetch=True)
+
+    def ack_and_claim(self, job: Any) -> tuple[Any, str] | None:
+        nxt = settle(self.q, job, True, None, fetch=True)
+        return None if nxt is None else (nxt, json.dumps(nxt.data))
 
     def close(self) -> None:
         self.q.close()
@@ -125,6 +134,21 @@ def _w3(h: Any, n: int) -> tuple[int, float, list[float]]:
         if claim is None:
             break
         h.ack(claim[0])
+        lat.append(clock() - t)
+    return len(lat), clock() - start, lat
+
+
+def _w5(h: Any, n: int) -> tuple[int, float, list[float]]:
+    items = [_payload(i) for i in range(n)]
+    for i in range(0, n, BATCH):
+        h.add_bulk(items[i:i + BATCH])
+    lat: list[float] = []
+    clock = time.perf_counter
+    start = clock()
+    claim = h.claim()
+    while claim is not None:
+        t = clock()
+        claim = h.ack_and_claim(claim[0])
         lat.append(clock() - t)
     return len(lat), clock() - start, lat
 
@@ -212,7 +236,7 @@ def run_config(system: str, workload: str, level: str, url: str, schema: str, n:
         row = _row(system, workload, level, n, w4["done"], w4["seconds"], [])
         row.update(lost=w4["lost"], completed_twice=w4["completed_twice"])
         return row
-    body = {"W1": _w1, "W2": _w2, "W3": _w3}[workload]
+    body = {"W1": _w1, "W2": _w2, "W3": _w3, "W5": _w5}[workload]
     h = _open(system, url, schema, level)
     try:
         done, seconds, lat = body(h, n)
@@ -276,12 +300,12 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.pg_bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=DEFAULT_N,
-                   help="jobs per W1/W3/W4 configuration (default %(default)s)")
+                   help="jobs per W1/W3/W4/W5 configuration (default %(default)s)")
     p.add_argument("--n-bulk", type=int, default=None,
                    help="jobs for W2 (default 10 x n, batches of 1000)")
     p.add_argument("--url", default=os.environ.get(_ENV_URL),
                    help=f"server to use (default ${_ENV_URL}; else a private one is started)")
-    p.add_argument("--workloads", default="W1,W2,W3,W4", help="comma list (default all)")
+    p.add_argument("--workloads", default="W1,W2,W3,W4,W5", help="comma list (default all)")
     p.add_argument("--repeat", type=int, default=1,
                    help="run each configuration K times and keep the median by jobs/s: the"
                         " machine is shared and noisy (default %(default)s)")

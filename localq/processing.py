@@ -132,8 +132,13 @@ class Processing:
         pass ``emit=False`` and emit ``active`` after the commit). With *drained*, finding
         nothing also records a global ``drained`` event, in the same transaction."""
         params = self._claim_params(names)
+        # A backend may claim in one statement (PostgreSQL) that writes nothing when nothing
+        # is runnable: no read first. Not for a limited claim (see _complete).
+        one = getattr(self._tx, "fetch_next", None) if self._limit is None else None
         if conn is not None:
             row = self._claim_in(conn, params)
+        elif one is not None:
+            row = one(self._store, now_ms=self._now_ms(), claim=params, drained=drained)
         elif self._nothing_to_claim(names, drained):
             return None
         else:
@@ -208,15 +213,24 @@ class Processing:
         # Prepared before and used after the transaction: other processes wait for the write
         # lock while it is held.
         params = self._claim_params(names) if fetch else None
+        # A backend may complete (and claim) in one statement: PostgreSQL, one round trip
+        # instead of five; not for a limited claim (the limiter reads the clock under its lock).
+        one = getattr(self._tx, "complete_and_fetch", None)
+        if params is not None and self._limit is not None:
+            one = None
         if token is not None:
             self._finishing.add(token)
         try:
-            with self._store.write(durable=False) as conn:
-                self._tx.move_to_completed(conn, rowid=job._rowid, public=job.id,
-                                              token=token, returnvalue=text,
-                                              now_ms=self._now_ms())
-                if params is not None:
-                    row = self._claim_in(conn, params)
+            if one is not None:
+                row = one(self._store, rowid=job._rowid, public=job.id, token=token,
+                          returnvalue=text, now_ms=self._now_ms(), claim=params)
+            else:
+                with self._store.write(durable=False) as conn:
+                    self._tx.move_to_completed(conn, rowid=job._rowid, public=job.id,
+                                               token=token, returnvalue=text,
+                                               now_ms=self._now_ms())
+                    if params is not None:
+                        row = self._claim_in(conn, params)
             job._release()
         finally:
             self._finishing.discard(token or "")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
-__all__ = ["JOB_COLUMNS", "Row", "emit", "emit_many", "note", "public_id", "rows"]
+__all__ = ["JOB_COLUMNS", "Row", "WATCHED", "emit", "emit_many", "note", "public_id", "rows"]
 
 #: The columns every Job snapshot is built from, in this order (see ``Job.__init__``).
 JOB_COLUMNS = (
@@ -22,6 +22,10 @@ JOB_COLUMNS = (
 J_COLUMNS = ", ".join("j." + c.strip() for c in JOB_COLUMNS.split(","))
 
 Row = tuple[Any, ...]
+
+#: Whether someone listens to the queue's global events: listeners keep
+#: queues.watch_until_ms ahead of the wall clock (see ``transitions.watch_queue``).
+WATCHED = "EXISTS (SELECT 1 FROM queues WHERE name = %(q)s AND watch_until_ms > %(wall)s)"
 
 #: The schema's NOTIFY channel, computed in SQL (search_path holds only our schema). The
 #: payload is ``c:<queue>`` (a change) or ``d:<queue>`` (delayed jobs changed: schedulers wake

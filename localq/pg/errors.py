@@ -1,7 +1,11 @@
-"""Translating psycopg errors into :class:`~localq.DatabaseError` (the only place that does).
+"""Translating psycopg errors into :class:`~localq.DatabaseError` (the only place that does),
+and the refusals of localq's server-side functions into the errors of their guards.
 
 Errors are told apart by their class (SQLSTATE), never by message text. Every message names
-the server by its URL without the password and says what to do.
+the server by its URL without the password and says what to do. SQLSTATE class ``LQ`` is
+localq's own (:mod:`localq.pg.plpgsql`): :meth:`PgStore.run <localq.pg.store.PgStore.run>`
+raises it as :class:`Refused`, which the caller turns into the guard's error
+(:func:`guard_error`), exactly as the Python moves raise it.
 """
 
 from __future__ import annotations
@@ -9,9 +13,10 @@ from __future__ import annotations
 import psycopg
 from psycopg import errors as pgerr
 
-from ..errors import DatabaseError
+from ..errors import DatabaseError, InvalidJobState, JobNotFound, LocalqError, LockError
+from . import plpgsql
 
-__all__ = ["connect_error", "translate"]
+__all__ = ["Refused", "connect_error", "guard_error", "refusal", "refused", "translate"]
 
 #: SQLSTATE classes of a lost or refused connection (08: connection exception; 57P: the
 #: server shut down or the session was terminated).
@@ -70,3 +75,61 @@ def connect_error(exc: BaseException, shown: str) -> DatabaseError:
         f"cannot connect to the PostgreSQL server at {shown} ({_first_line(exc)}): check the"
         " host, port, user, password and database of the URL, and that the server runs and"
         " accepts connections; nothing was stored", path=shown)
+
+
+class Refused(Exception):
+    """A localq server-side function refused its statement (SQLSTATE class ``LQ``); the
+    transaction was rolled back. Never reaches users: the caller maps it.
+
+    :ivar sqlstate: which refusal (see :mod:`localq.pg.plpgsql`).
+    :ivar detail: the DETAIL field (the job's state for ``LQ409``), else None.
+    """
+
+    def __init__(self, sqlstate: str, detail: str | None) -> None:
+        super().__init__(sqlstate, detail)
+        self.sqlstate = sqlstate
+        self.detail = detail
+
+
+def refused(exc: BaseException) -> Refused | None:
+    """Return *exc* as a :class:`Refused` if it is one of localq's refusals, else None."""
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    if not sqlstate.startswith("LQ"):
+        return None
+    diag = getattr(exc, "diag", None)
+    return Refused(sqlstate, None if diag is None else diag.message_detail)
+
+
+def guard_error(public: str, token: str | None, state: str | None) -> LocalqError:
+    """Return the error of a move out of ``active`` whose guard refused job *public*.
+
+    :param token: the lock token the caller held (None: ``ignore_lock``).
+    :param state: the job's state (None: the job is gone; ``"active"``: another token
+        holds it).
+    """
+    if state is None:
+        return JobNotFound(public)
+    if state != "active":
+        if token is not None:
+            return LockError(f"job {public!r} is {state}, no longer locked by this queue"
+                             " (its lock was lost, e.g. it stalled and was taken back)",
+                             job_id=public, expected="active", actual=state)
+        return InvalidJobState(f"job {public!r} is {state}, not active",
+                               job_id=public, expected="active", actual=state)
+    return LockError(f"job {public!r} is locked by another worker (this queue's lock on it"
+                     " was lost): its result was not recorded", job_id=public,
+                     expected="active", actual="active")
+
+
+def refusal(exc: Refused, public: str, token: str | None) -> LocalqError:
+    """Return the guard error that refusal *exc* of a move of job *public* stands for.
+
+    :raises Refused: *exc* is not a guard's refusal (e.g. the fallback signal).
+    """
+    if exc.sqlstate == plpgsql.GONE:
+        return guard_error(public, token, None)
+    if exc.sqlstate == plpgsql.NOT_ACTIVE and exc.detail:
+        return guard_error(public, token, exc.detail)
+    if exc.sqlstate == plpgsql.OTHER_TOKEN:
+        return guard_error(public, token, "active")
+    raise exc

@@ -22,11 +22,12 @@ from typing import Any, Sequence
 
 from .store import PgStore
 from .. import serializers
+from ._sql import WATCHED
 from .transitions import JOB_COLUMNS, auto_rowid, public_id, rowid_of
 
 __all__ = ["active_jobs", "count_events_after", "counts", "events_after", "job_row",
            "job_state", "last_event_id", "list_jobs", "logs", "outcome", "public", "queue_names",
-           "recent_events", "rowid"]
+           "recent_events", "rowid", "runnable"]
 
 
 _ORDER = {
@@ -211,6 +212,26 @@ def last_event_id(store: PgStore) -> int:
             return int(xmin) << _ID_BITS
         time.sleep(pause)
         pause = min(pause * 2, 0.05)
+
+
+_RUNNABLE = (
+    "SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = %(q)s AND state = 'waiting'"
+    "  AND (%(names)s::text[] IS NULL OR name = ANY(%(names)s::text[]))"
+    "  AND NOT EXISTS (SELECT 1 FROM queues WHERE name = %(q)s AND paused = 1))"
+    " OR EXISTS (SELECT 1 FROM jobs WHERE queue = %(q)s AND state = 'delayed'"
+    "  AND run_at_ms <= %(now)s), " + WATCHED
+)
+
+
+def runnable(store: PgStore, *, queue: str, names: Sequence[str] | None,
+             now_ms: int) -> tuple[bool, bool]:
+    """Return whether a claim could take a job now (one waiting in a queue that is not
+    paused, or a delayed one due) and whether a process listens for events, in one read
+    outside any transaction (``localq.queries.runnable``'s twin): an idle worker woken by
+    a NOTIFY looks before it opens a transaction."""
+    rows = store.query(_RUNNABLE, {"q": queue, "now": now_ms, "wall": int(time.time() * 1000),
+                                   "names": None if names is None else list(names)})
+    return bool(rows[0][0]), bool(rows[0][1])
 
 
 def public(rid: int, job_id: str | None) -> str:

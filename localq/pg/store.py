@@ -13,7 +13,7 @@ Same interface: :meth:`PgStore.write` (one transaction), :meth:`PgStore.read` (o
 * All statements run at READ COMMITTED; transitions lock the rows they read before writing
   them (``FOR NO KEY UPDATE``) or claim with ``SKIP LOCKED``, so guards hold without
   SERIALIZABLE. ``lock_timeout`` is the ``busy_timeout``.
-* Durability is ``synchronous_commit`` per transaction (see :meth:`PgStore._sync_level`).
+* Durability is ``synchronous_commit`` per transaction (see :meth:`PgStore.sync_level`).
 * :meth:`data_version` is the counter of a LISTEN thread (:mod:`localq.pg.notify`).
 * Schema creation and migrations run under an advisory lock (see :meth:`PgStore._migrate`).
 """
@@ -33,7 +33,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import ConfigError, DatabaseError
 from . import forksafe, schema
-from .errors import connect_error, translate
+from .errors import connect_error, refused, translate
 from .notify import KEEPALIVES, Notifier
 from .url import parse_url, remember
 
@@ -248,7 +248,9 @@ class PgStore:
 
     # -- transactions ----------------------------------------------------------------------
 
-    def _sync_level(self, durable: bool) -> str:
+    def sync_level(self, durable: bool) -> str:
+        """Return the ``synchronous_commit`` of a transaction that is *durable* or not (for a
+        statement that sets it itself, see :meth:`run`)."""
         # "safe": adds, updates and removals wait for the WAL flush; processing steps (claim,
         # complete, fail, progress, lock renewal) commit with synchronous_commit = off. A
         # crash of the server can then lose the last few hundred ms of those commits, never
@@ -310,7 +312,7 @@ class PgStore:
             so the ``"safe"`` mode waits for its commit to reach the disk.
         :raises DatabaseError: a driver error (the transaction was rolled back).
         """
-        with self._begin("BEGIN", self._sync_level(durable)) as conn:
+        with self._begin("BEGIN", self.sync_level(durable)) as conn:
             yield conn
 
     @contextmanager
@@ -318,6 +320,38 @@ class PgStore:
         """Run the block's reads on one snapshot (REPEATABLE READ, READ ONLY)."""
         with self._begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", None) as conn:
             yield conn
+
+    def run(self, sql_text: str, params: Any) -> list[Any]:
+        """Run one statement as a transaction of its own (autocommit): one round trip, no
+        ``BEGIN``/``COMMIT``. For statements that call a function of
+        :mod:`localq.pg.plpgsql`, which sets ``synchronous_commit`` for its own transaction
+        (pass :meth:`sync_level`).
+
+        A pooled session found dead runs the statement again once on a fresh one. Unlike a
+        failed ``BEGIN``, the first try may have committed just before the session died;
+        the second then fails its guard (the job is no longer active) and raises the
+        guard's error, and a job the lost reply had claimed stays active until its lock
+        expires and then runs again: at least once, never lost.
+
+        :returns: the statement's rows.
+        :raises Refused: the function refused (SQLSTATE class ``LQ``); nothing was stored.
+        :raises DatabaseError: any other driver error; nothing was stored (but see above).
+        """
+        for attempt in (1, 2):
+            if attempt == 2:
+                self._pool.check()
+            with self.connection() as conn:
+                try:
+                    return list(conn.execute(sql_text, params).fetchall())
+                except psycopg.OperationalError as exc:
+                    if attempt == 2 or not conn.broken:
+                        raise self._translate(exc) from exc
+                except psycopg.Error as exc:
+                    refusal = refused(exc)
+                    if refusal is not None:
+                        raise refusal from None
+                    raise self._translate(exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def query(self, sql_text: str, params: Any = None) -> list[Any]:
         """Run one read statement outside a transaction and return all its rows.

@@ -12,6 +12,10 @@ SQLite module (its docstring holds the table); only the SQL differs. What Postgr
   retention sweeps). Guarded ``UPDATE``\\s re-check their guard on the newest row version.
 * The claim, a completion and an add are one statement each (data-modifying CTEs write the
   job and its event together), so a transition costs one round trip plus BEGIN/COMMIT.
+  The hot ones need no BEGIN/COMMIT at all: :func:`complete_and_fetch` and
+  :func:`fetch_next` (:mod:`localq.pg.finish`) run the claim, the completion, or both, as
+  one statement that is its own transaction, through a server-side function; a batch of
+  adds is one statement (:func:`add_jobs`, :mod:`localq.pg.bulk`).
 * Every transition that makes a job runnable or writes an event calls ``pg_notify`` on the
   schema's channel in the same statement: delivered at commit, folded when repeated inside
   one transaction, never delivered for a rolled-back change. Claims and lock renewals do not
@@ -28,12 +32,15 @@ import time
 from typing import Any, Iterable, Sequence
 
 from ..errors import InvalidJobState, JobNotFound, LockError
+from .errors import guard_error
+from .bulk import add_jobs
+from .finish import complete_and_fetch, fetch_next
 from ..limiter import RateLimit
 from ..options import NO_PRIORITY
 from ..states import CLEAN_STATES
 from ..transitions import auto_rowid
 from ._sql import J_COLUMNS as _J_COLUMNS
-from ._sql import JOB_COLUMNS, Row, emit, public_id
+from ._sql import JOB_COLUMNS, WATCHED, Row, emit, public_id
 from ._sql import NOTIFY as _NOTIFY
 from ._sql import emit_many as _emit_many
 from ._sql import note as _note
@@ -41,13 +48,13 @@ from ._sql import rows as _rows
 from .limiter import group_filter, lock_limiter, record_start
 
 __all__ = [
-    "JOB_COLUMNS", "REMOVED_SCHEDULE_REASON", "STALLED_REASON", "add_job", "add_log",
-    "auto_rowid", "claim", "clean", "create_occurrence", "delete_queue", "emit", "empty",
-    "extend_locks", "lock_for_claim", "move_to_completed", "move_to_failed", "next_rowid",
-    "note_drained", "occurrence_id", "pause", "promote", "promote_due", "public_id",
-    "recover_stalled", "register_worker", "release", "remove", "remove_occurrences", "resume",
-    "retry", "retry_failed", "rowid_of", "set_progress", "trim_events", "unregister_workers",
-    "update_data", "watch_queue",
+    "JOB_COLUMNS", "REMOVED_SCHEDULE_REASON", "STALLED_REASON", "add_job", "add_jobs",
+    "add_log", "auto_rowid", "claim", "clean", "complete_and_fetch", "create_occurrence",
+    "delete_queue", "emit", "empty", "extend_locks", "fetch_next", "lock_for_claim",
+    "move_to_completed", "move_to_failed", "next_rowid", "note_drained", "occurrence_id",
+    "pause", "promote", "promote_due", "public_id", "recover_stalled", "register_worker",
+    "release", "remove", "remove_occurrences", "resume", "retry", "retry_failed", "rowid_of",
+    "set_progress", "trim_events", "unregister_workers", "update_data", "watch_queue",
 ]
 
 STALLED_REASON = "job stalled more than allowable limit"
@@ -72,9 +79,8 @@ def rowid_of(conn: Any, queue: str, job_id: str) -> int | None:
     return int(rows[0][0]) if rows else None
 
 
-#: Whether someone listens to the queue's global events: listeners keep
-#: queues.watch_until_ms ahead of the wall clock (see watch_queue).
-_WATCHED = "EXISTS (SELECT 1 FROM queues WHERE name = %(q)s AND watch_until_ms > %(wall)s)"
+#: Whether someone listens to the queue's global events (see watch_queue).
+_WATCHED = WATCHED
 
 
 def watch_queue(conn: Any, *, queue: str, until_ms: int) -> None:
@@ -91,19 +97,10 @@ def _locked_row(conn: Any, rowid: int, token: str | None, public: str) -> Row:
     rows = _rows(conn, "SELECT state, lock_token, attempts_made, stacktrace, opts, queue, job_id"
                  " FROM jobs WHERE id = %(id)s FOR NO KEY UPDATE", {"id": rowid})
     if not rows:
-        raise JobNotFound(public)
+        raise guard_error(public, token, None)
     row = rows[0]
-    if row[0] != "active":
-        if token is not None:
-            raise LockError(f"job {public!r} is {row[0]}, no longer locked by this queue"
-                            " (its lock was lost, e.g. it stalled and was taken back)",
-                            job_id=public, expected="active", actual=row[0])
-        raise InvalidJobState(f"job {public!r} is {row[0]}, not active",
-                              job_id=public, expected="active", actual=row[0])
-    if token is not None and row[1] != token:
-        raise LockError(f"job {public!r} is locked by another worker (this queue's lock on it"
-                        " was lost): its result was not recorded", job_id=public,
-                        expected="active", actual="active")
+    if row[0] != "active" or (token is not None and row[1] != token):
+        raise guard_error(public, token, row[0])
     return row
 
 

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import pytest
 
 import pg_children
-from localq.pg import queries
+from localq.pg import queries, schema
 from localq.pg import transitions as tr
 from localq.pg.store import PgStore
 
@@ -125,7 +125,7 @@ def test_concurrent_first_opens_create_the_schema_once(
     barrier = manager.Barrier(4)
     versions = [f.result(timeout=60) for f in
                 [executor.submit(pg_children.open_store, pg_url, barrier) for _ in range(4)]]
-    assert versions == [1, 1, 1, 1]
+    assert versions == [schema.SCHEMA_VERSION] * 4
     store = PgStore(pg_url)
     assert store.query("SELECT count(*) FROM pg_tables WHERE schemaname = %s",
                        (store.schema,))[0][0] == 8

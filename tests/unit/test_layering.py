@@ -44,7 +44,9 @@ ALLOWED_FRAGMENTS = {
     "moves/occurrences.py": {"JOB_COLUMNS"},
     # The PostgreSQL twins (localq/pg/): the same kind of fixed fragments.
     "pg/limiter.py": {"_group_sql(limit)"},
-    "pg/queries.py": {"JOB_COLUMNS", "order", "where"},
+    "pg/queries.py": {"JOB_COLUMNS", "order", "where", "WATCHED"},
+    "pg/bulk.py": {"JOB_COLUMNS", "J_COLUMNS", "WATCHED"},
+    "pg/finish.py": {"JOB_COLUMNS"},
     "pg/repeats.py": {"transitions.JOB_COLUMNS"},
     "pg/_sql.py": {"NOTIFY", "', '.join(values)"},
     "pg/transitions.py": {"JOB_COLUMNS", "_J_COLUMNS", "_TAIL", "_NOTIFY", "_WATCHED", "guard",
@@ -54,8 +56,9 @@ ALLOWED_FRAGMENTS = {
 #: The SQLite modules that write job rows: the moves behind ``transitions.py``.
 SQLITE_MOVES = {"moves/adding.py", "moves/claiming.py", "moves/finishing.py",
                 "moves/job_admin.py", "moves/queue_admin.py", "moves/occurrences.py"}
-#: The modules that write job rows: the transitions of each backend.
-JOB_WRITERS = SQLITE_MOVES | {"pg/transitions.py"}
+#: The modules that write job rows: the transitions of each backend (on PostgreSQL with the
+#: multi-row add and the server-side functions split out of pg/transitions.py).
+JOB_WRITERS = SQLITE_MOVES | {"pg/transitions.py", "pg/bulk.py", "pg/plpgsql.py"}
 
 _JOB_WRITE = re.compile(r"\b(INSERT\s+(OR\s+\w+\s+)?INTO\s+jobs|UPDATE\s+jobs|DELETE\s+FROM\s+jobs|"
                         r"REPLACE\s+INTO\s+jobs)\b", re.IGNORECASE)
