@@ -80,6 +80,10 @@ class Worker:
         self._started = self._stopping = self._paused = self._closing = False
         self._until_idle = self._worked = self._force = False
         self._busy = self._epoch = 0
+        #: Claims in flight, and jobs claimed but not yet counted in _busy: pause(wait=True)
+        #: waits for them too, or a claim that began just before pause() would start a job
+        #: after pause() returned.
+        self._starting = 0
         self._stop_event = threading.Event()
         self._closed = threading.Event()
         self._watchdog = Watchdog(queue, self._timed_out)
@@ -155,7 +159,7 @@ class Worker:
         if wait:
             own = threading.current_thread() in self._threads  # called by a handler
             with self._cond:
-                while self._busy > own:
+                while self._busy > own or self._starting:
                     self._cond.wait(0.5)
 
     def resume(self) -> None:
@@ -274,14 +278,19 @@ class Worker:
                     # close() sets _stopping, then wakes the watcher: a wake-up that came
                     # between the check above and version() (which blocks while PostgreSQL's
                     # LISTEN starts) is already in *seen*, and the wait below would sleep
-                    # through it until drain_delay.
+                    # through it until drain_delay. Likewise pause(): either it is seen here
+                    # or it waits for this claim (_starting).
                     if self._stopping:
                         return None
+                    if self._paused:
+                        continue
+                    self._starting += 1
                 # Only a claim that started after run(until_idle=True) was called may end the
                 # run: on a worker already running, an earlier empty claim can predate a job
                 # added just before that call. Read after version(), so that run()'s wake-up
                 # either is in *seen* (then this is True) or ends the wait below.
                 idle_armed = self._until_idle
+                job = None
                 try:
                     job = queue._claim(names=self._names, drained=worked)
                 except LocalqError as exc:
@@ -290,13 +299,22 @@ class Worker:
                     queue._emit_local("error", exc)
                     self._stop_event.wait(queue.settings.retry_process_delay)
                     continue
+                finally:
+                    if job is None:
+                        self._started_none()
                 if job is not None:
                     with self._cond:
                         self._worked = True
-                    return job
+                    return job  # still counted in _starting until _process counts it busy
                 if self._found_nothing(epoch, worked, idle_armed):
                     return None
                 queue._watcher.wait_change(seen, self._idle_timeout())
+
+    def _started_none(self) -> None:
+        """A claim in flight (or a fetch) ended without a job."""
+        with self._cond:
+            self._starting -= 1
+            self._cond.notify_all()
 
     def _found_nothing(self, epoch: int, drained: bool, idle_armed: bool) -> bool:
         """Emit ``drained`` once after work; return True when ``run(until_idle=True)`` is done."""
@@ -331,15 +349,21 @@ class Worker:
 
     def _process(self, slot: int, job: Job, loop: asyncio.AbstractEventLoop | None) -> Job | None:
         queue = self.queue
-        timeout = job.opts.get("timeout")
-        start = job.processed_on if job.processed_on is not None else queue.clock.now()
-        run = Run(job, slot, None if not timeout else start + float(timeout))
+        try:
+            timeout = job.opts.get("timeout")
+            start = job.processed_on if job.processed_on is not None else queue.clock.now()
+            run = Run(job, slot, None if not timeout else start + float(timeout))
+        except BaseException:
+            self._started_none()  # not started after all: pause() must not wait for it
+            raise
         with self._cond:
             self._busy += 1
+            self._starting -= 1  # counted since its claim (in _take, or the fetch below)
             self._runs[slot] = run
         queue._job_started(job)
         self._watchdog.watch(run)
         nxt = None
+        fetch = False
         try:
             if self._pool is not None:
                 try:
@@ -352,12 +376,16 @@ class Worker:
                 ok, value = execute(self._handler, job, loop=loop, on_task=on_task)
             self._watchdog.forget(run)
             if run.claim_outcome():
-                fetch = not (self._stopping or self._paused)
+                with self._cond:
+                    fetch = not (self._stopping or self._paused)
+                    self._starting += fetch
                 nxt = settle(queue, job, ok, value, fetch=fetch, names=self._names)
         finally:
             self._watchdog.forget(run)
             queue._job_done(job)
             with self._cond:
+                if fetch and nxt is None:
+                    self._starting -= 1
                 self._runs.pop(slot, None)
                 self._busy -= 1
                 self._epoch += 1

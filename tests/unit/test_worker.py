@@ -180,6 +180,37 @@ def test_pause_stops_taking_jobs_and_resume_takes_them_again(q: localq.Queue) ->
     assert job.finished(timeout=WAIT) == "ok"
 
 
+def test_pause_waits_for_a_claim_in_flight(q: localq.Queue,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A claim that began before pause() may still take a job: pause(wait=True) returns only
+    once that job has run, so no job starts after it returned."""
+    claiming, go = threading.Event(), threading.Event()
+    real_claim = q._claim
+
+    def held_claim(**kwargs: Any) -> localq.Job | None:
+        if not go.is_set():
+            claiming.set()
+            go.wait(WAIT)
+        return real_claim(**kwargs)
+    monkeypatch.setattr(q, "_claim", held_claim)
+    starts: list[str] = []
+    worker = q.process(lambda job: starts.append(job.id))
+    assert claiming.wait(WAIT)  # the slot's claim has begun
+    pauser = threading.Thread(target=worker.pause)
+    pauser.start()
+    pauser.join(0.3)
+    assert pauser.is_alive()  # waiting for the claim in flight
+    job = q.add({})
+    go.set()
+    pauser.join(WAIT)
+    assert not pauser.is_alive()
+    assert starts == [job.id] and fetch(q, job.id).get_state() == "completed"
+    later = q.add({})
+    assert fetch(q, later.id).get_state() == "waiting" and starts == [job.id]
+    worker.resume()
+    assert later.finished(timeout=WAIT) is None
+
+
 def test_pause_waits_for_the_running_job(q: localq.Queue) -> None:
     started, release = threading.Event(), threading.Event()
 
