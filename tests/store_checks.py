@@ -1,8 +1,8 @@
 """What the multi-process tests check after the damage, on either backend.
 
-The same promises as ``tests/reliability/checks.py`` (which reads SQLite files only), read
-through :func:`tests.processes.rows`, a connection of their own, so that they hold for a
-SQLite file and for a PostgreSQL schema alike:
+Read through :func:`tests.processes.rows`, a connection of their own (for a SQLite file:
+the default VFS, never the connection that saw a fault), so that they hold for a SQLite file
+and for a PostgreSQL schema alike (reference/reliability.md §7 "invariant checker"):
 
 * :func:`check_store`: a SQLite file passes ``integrity_check`` and is still in WAL mode
   (PostgreSQL has no file of ours to damage: nothing to check there);
@@ -15,13 +15,48 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import apsw
 
 from tests.processes import is_pg, rows
-from tests.reliability.checks import JobRow, check_file
 
-__all__ = ["JobRow", "check_invariants", "check_store", "read_jobs", "stalls"]
+__all__ = ["JobRow", "check_file", "check_invariants", "check_store", "read_jobs", "stalls"]
 
 STATES = {"waiting", "delayed", "active", "completed", "failed"}
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """The columns of one job row that the checks look at."""
+
+    rowid: int
+    job_id: str | None
+    name: str
+    data: Any
+    state: str
+    attempts: int
+    attempts_made: int
+    returnvalue: Any
+    lock_token: str | None
+    lock_expires_ms: int | None
+    finished_on_ms: int | None
+
+    @property
+    def public(self) -> str:
+        return self.job_id if self.job_id is not None else str(self.rowid)
+
+
+def check_file(path: str) -> None:
+    """Reopen *path* through the default VFS: integrity ok, WAL mode, a localq schema."""
+    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert conn.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    finally:
+        conn.close()
 
 
 def check_store(db: str) -> None:
@@ -55,7 +90,16 @@ def _event_counts(db: str, event: str) -> Counter[str]:
 
 
 def check_invariants(db: str) -> dict[str, JobRow]:
-    """Check what holds for every job at rest (see the module docstring); return the jobs."""
+    """Check what holds for every job at rest, whatever happened to it; return the jobs.
+
+    * each job is in exactly one known state;
+    * active if and only if it holds a lock token (and an expiry);
+    * ``attempts_made <= attempts``;
+    * completed jobs have a finish time and exactly one ``completed`` event (the state
+      change and its outbox row were one transaction: a completion is never half there, and
+      no job was completed twice);
+    * every recorded failed attempt has its ``failed`` event, and no more.
+    """
     jobs = read_jobs(db)
     completed = _event_counts(db, "completed")
     failed = _event_counts(db, "failed")

@@ -24,6 +24,7 @@ from localq.cli import main
 from localq.pg.store import PgStore
 from localq.pg.url import parse_url
 from localq.testing import FakeClock
+from tests.api_tour import MARK, tour
 
 pytestmark = pytest.mark.pg
 
@@ -234,8 +235,6 @@ def test_a_url_naming_the_wrong_role_database_or_port_is_one_clear_error(
 
 # -- every value bound --------------------------------------------------------------------------
 
-MARK = "ZQXJ"
-HOSTILE = f"'; DROP TABLE jobs;-- \" {MARK} ) OR 1=1 /* $1 %s %(x)s"
 
 
 class _Recording(psycopg.Cursor[Any]):
@@ -269,30 +268,7 @@ def test_every_value_reaches_postgresql_as_a_bound_parameter(pg_url: str) -> Non
     _Recording.seen = []
     clock = FakeClock(T0)
     with _RecordingQueue(f"q-{MARK}", path=pg_url, clock=clock) as q:
-        q.add({HOSTILE: HOSTILE}, name=f"n {HOSTILE}", job_id=f"id {HOSTILE}", attempts=2,
-              backoff={"type": "fixed", "delay": 1})
-        q.add_bulk([{"name": HOSTILE, "data": [HOSTILE]}, {"data": HOSTILE, "opts": {"delay": 5}}])
-        job = q.get_job(f"id {HOSTILE}")
-        assert job is not None and job.data == {HOSTILE: HOSTILE}
-        active = q.get_next_job()
-        assert active is not None and active.id == f"id {HOSTILE}"
-        active.progress({"p": HOSTILE})
-        active.log(HOSTILE)
-        active.update({"u": HOSTILE})
-        active.move_to_failed(Exception(HOSTILE))
-        clock.advance(2)
-        again = q.get_next_job()
-        assert again is not None
-        again.move_to_completed({"r": HOSTILE}, not_fetch=True)
-        assert q.get_job_logs(f"id {HOSTILE}")["logs"] == [HOSTILE]
-        q.get_jobs(["waiting", "delayed", "completed", "failed"])
-        q.get_job_counts()
-        q.clean(0, "completed")
-        q.pause()
-        q.resume()
-        q.retry_jobs()
-        q.empty()
-        q.obliterate(force=True)
+        tour(q, clock)
     seen = _Recording.seen
     assert len(seen) > 30
     assert [text for text, _ in seen if MARK in text] == []

@@ -21,6 +21,7 @@ import pytest
 
 import localq
 from localq.testing import FakeClock
+from tests.api_tour import MARK, tour
 
 PACKAGE = Path(localq.__file__).resolve().parent
 #: Every module, localq/pg/ (the PostgreSQL backend) included.
@@ -115,8 +116,6 @@ def test_localq_never_opens_or_deletes_the_wal_or_shm_itself() -> None:
 
 # --- every value bound -----------------------------------------------------------------------
 
-MARK = "ZQXJ"
-HOSTILE = f"'; DROP TABLE jobs;-- \" {MARK} ) OR 1=1 /*"
 
 
 @FILES_ONLY
@@ -134,30 +133,7 @@ def test_every_value_reaches_sqlite_as_a_bound_parameter(tmp_path: Path) -> None
     clock = FakeClock(1767225600.0)
     with localq.Queue(f"q-{MARK}", path=tmp_path / "q.db", clock=clock) as q:
         q._store.connection().exec_trace = trace
-        q.add({HOSTILE: HOSTILE}, name=f"n {HOSTILE}", job_id=f"id {HOSTILE}", attempts=2,
-              backoff={"type": "fixed", "delay": 1})
-        q.add_bulk([{"name": HOSTILE, "data": [HOSTILE]}, {"data": HOSTILE, "opts": {"delay": 5}}])
-        job = q.get_job(f"id {HOSTILE}")
-        assert job is not None and job.data == {HOSTILE: HOSTILE}
-        active = q.get_next_job()
-        assert active is not None and active.id == f"id {HOSTILE}"
-        active.progress({"p": HOSTILE})
-        active.log(HOSTILE)
-        active.update({"u": HOSTILE})
-        active.move_to_failed(Exception(HOSTILE))
-        clock.advance(2)
-        again = q.get_next_job()
-        assert again is not None
-        again.move_to_completed({"r": HOSTILE}, not_fetch=True)
-        assert q.get_job_logs(f"id {HOSTILE}")["logs"] == [HOSTILE]
-        q.get_jobs(["waiting", "delayed", "completed", "failed"])
-        q.get_job_counts()
-        q.clean(0, "completed")
-        q.pause()
-        q.resume()
-        q.retry_jobs()
-        q.empty()
-        q.obliterate(force=True)
+        tour(q, clock)
         q._store.connection().exec_trace = None
     assert len(statements) > 30
     assert [sql for sql in statements if MARK in sql] == []
