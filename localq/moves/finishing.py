@@ -9,7 +9,7 @@ transaction.
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..errors import InvalidJobState, JobNotFound, LockError
 from .occurrences import schedule_removed
@@ -144,20 +144,9 @@ def move_to_failed(conn: Any, *, rowid: int, public: str, token: str | None, rea
     """
     row = _locked_row(conn, rowid, token, public)
     attempts_made, opts, queue = row[2] + 1, json.loads(row[4]), row[5]
-    stacktrace = json.loads(row[3]) if row[3] else []
-    limit = opts.get("stack_trace_limit")
-    if stack is not None and limit != 0:
-        stacktrace.append(stack)
-        if limit is not None:
-            stacktrace = stacktrace[-limit:]
-    retry = (retry_delay_ms is not None and attempts_made < opts.get("attempts", 1)
-             and not schedule_removed(conn, queue, opts))
-    if not retry:
-        state, run_at, finished = "failed", 0, now_ms
-    elif retry_delay_ms:
-        state, run_at, finished = "delayed", now_ms + retry_delay_ms, None
-    else:
-        state, run_at, finished = "waiting", 0, None
+    state, run_at, finished, stacktrace = attempt_outcome(
+        row[3], opts, stack=stack, attempts_made=attempts_made, retry_delay_ms=retry_delay_ms,
+        schedule_removed=lambda: schedule_removed(conn, queue, opts), now_ms=now_ms)
     # Only a job going straight back to waiting needs a new position (delayed ones get
     # theirs when promoted).
     conn.execute(
@@ -176,6 +165,34 @@ def move_to_failed(conn: Any, *, rowid: int, public: str, token: str | None, rea
     else:
         emit(conn, queue, "waiting", public, None, now_ms)
     return state
+
+
+def attempt_outcome(stored_stacktrace: str | None, opts: dict[str, Any], *, stack: str | None,
+                    attempts_made: int, retry_delay_ms: int | None,
+                    schedule_removed: Callable[[], bool], now_ms: int,
+                    ) -> tuple[str, int, int | None, list[str]]:
+    """Decide where a failed attempt goes (both backends' ``move_to_failed``).
+
+    :param stored_stacktrace: the job's stack traces as stored (JSON list, or empty).
+    :param attempts_made: the attempts made, this one included.
+    :param schedule_removed: whether the job is a repeat occurrence whose schedule is gone
+        (asked only when a retry is otherwise due).
+    :returns: the new state, ``run_at_ms``, ``finished_on_ms`` and the stack traces to store
+        (*stack* appended, cut to ``stack_trace_limit``).
+    """
+    stacktrace = json.loads(stored_stacktrace) if stored_stacktrace else []
+    limit = opts.get("stack_trace_limit")
+    if stack is not None and limit != 0:
+        stacktrace.append(stack)
+        if limit is not None:
+            stacktrace = stacktrace[-limit:]
+    retry = (retry_delay_ms is not None and attempts_made < opts.get("attempts", 1)
+             and not schedule_removed())
+    if not retry:
+        return "failed", 0, now_ms, stacktrace
+    if retry_delay_ms:
+        return "delayed", now_ms + retry_delay_ms, None, stacktrace
+    return "waiting", 0, None, stacktrace
 
 
 def recover_stalled(conn: Any, *, queue: str, now_ms: int, dead_owners: Sequence[str],

@@ -38,6 +38,7 @@ from .finish import complete_and_fetch, fetch_next
 from ..limiter import RateLimit
 from ..options import NO_PRIORITY
 from ..states import CLEAN_STATES
+from ..moves.finishing import attempt_outcome
 from ..transitions import auto_rowid
 from ._sql import J_COLUMNS as _J_COLUMNS
 from ._sql import JOB_COLUMNS, WATCHED, Row, emit, public_id
@@ -355,20 +356,9 @@ def move_to_failed(conn: Any, *, rowid: int, public: str, token: str | None, rea
     """
     row = _locked_row(conn, rowid, token, public)
     attempts_made, opts, queue = row[2] + 1, json.loads(row[4]), row[5]
-    stacktrace = json.loads(row[3]) if row[3] else []
-    limit = opts.get("stack_trace_limit")
-    if stack is not None and limit != 0:
-        stacktrace.append(stack)
-        if limit is not None:
-            stacktrace = stacktrace[-limit:]
-    retry = (retry_delay_ms is not None and attempts_made < opts.get("attempts", 1)
-             and not _schedule_removed(conn, queue, opts))
-    if not retry:
-        state, run_at, finished = "failed", 0, now_ms
-    elif retry_delay_ms:
-        state, run_at, finished = "delayed", now_ms + retry_delay_ms, None
-    else:
-        state, run_at, finished = "waiting", 0, None
+    state, run_at, finished, stacktrace = attempt_outcome(
+        row[3], opts, stack=stack, attempts_made=attempts_made, retry_delay_ms=retry_delay_ms,
+        schedule_removed=lambda: _schedule_removed(conn, queue, opts), now_ms=now_ms)
     # Only a job going straight back to waiting takes a new position (delayed ones get theirs
     # when promoted).
     conn.execute(
