@@ -25,9 +25,15 @@ def _writable(conn: Any, rowid: int, token: str | None, public: str, now_ms: int
     """
     rows = conn.execute("SELECT state, lock_token, lock_expires_ms, queue FROM jobs WHERE id = :id",
                         {"id": rowid}).fetchall()
-    if not rows:
+    return check_writable(rows[0] if rows else None, public, token, now_ms)
+
+
+def check_writable(row: Row | None, public: str, token: str | None, now_ms: int) -> Row:
+    """The guard of :func:`_writable` (both backends) on the job's (state, lock_token,
+    lock_expires_ms, queue), None when the job is gone; returns (state, queue)."""
+    if row is None:
         raise JobNotFound(public)
-    state, lock_token, expires, queue = rows[0]
+    state, lock_token, expires, queue = row
     if token is not None:
         if state != "active" or lock_token != token:
             raise LockError(f"job {public!r} is no longer locked by this queue (state {state}):"

@@ -39,6 +39,7 @@ from ..limiter import RateLimit
 from ..options import NO_PRIORITY
 from ..states import CLEAN_STATES
 from ..moves.finishing import attempt_outcome
+from ..moves.job_admin import check_writable
 from ..transitions import auto_rowid
 from ._sql import J_COLUMNS as _J_COLUMNS
 from ._sql import JOB_COLUMNS, WATCHED, Row, emit, public_id
@@ -460,18 +461,7 @@ def _writable(conn: Any, rowid: int, token: str | None, public: str, now_ms: int
     """
     rows = _rows(conn, "SELECT state, lock_token, lock_expires_ms, queue FROM jobs"
                  " WHERE id = %(id)s FOR NO KEY UPDATE", {"id": rowid})
-    if not rows:
-        raise JobNotFound(public)
-    state, lock_token, expires, queue = rows[0]
-    if token is not None:
-        if state != "active" or lock_token != token:
-            raise LockError(f"job {public!r} is no longer locked by this queue (state {state}):"
-                            " the write was refused", job_id=public, expected="active",
-                            actual=state)
-    elif state == "active" and expires is not None and expires >= now_ms:
-        raise LockError(f"job {public!r} is active and locked by a worker: only that worker may"
-                        " change it", job_id=public, expected="not active", actual=state)
-    return state, queue
+    return check_writable(rows[0] if rows else None, public, token, now_ms)
 
 
 def set_progress(conn: Any, *, rowid: int, public: str, token: str | None, progress: str,
