@@ -23,10 +23,10 @@ def occurrence_id(key: str, slot_ms: int) -> str:
     Deterministic, so two schedulers creating one slot create one job (``jobs_custom_id`` is
     unique); 64 bits of SHA-256 keep the keys of a queue apart.
     """
-    return f"{_occurrence_prefix(key)}{slot_ms}"
+    return f"{occurrence_prefix(key)}{slot_ms}"
 
 
-def _occurrence_prefix(key: str) -> str:
+def occurrence_prefix(key: str) -> str:
     return f"repeat:{hashlib.sha256(key.encode()).hexdigest()[:16]}:"
 
 
@@ -49,15 +49,23 @@ def create_occurrence(conn: Any, *, queue: str, key: str, name: str, template: s
     :param template: JSON ``{"data": text, "opts": stored options, "priority": p}``.
     :param repeat: what ``job.opts["repeat"]`` holds (the options, ``key`` and ``count``).
     """
+    row, _ = add_job(conn, queue=queue, name=name,
+                     **occurrence_fields(key=key, template=template, repeat=repeat,
+                                         slot_ms=slot_ms, now_ms=now_ms))
+    return row
+
+
+def occurrence_fields(*, key: str, template: str, repeat: dict[str, Any], slot_ms: int,
+                      now_ms: int) -> dict[str, Any]:
+    """The ``add_job`` arguments (but queue and name) of schedule *key*'s occurrence at
+    *slot_ms*, for both backends' :func:`create_occurrence`."""
     plan = json.loads(template)
     delay_ms = max(0, slot_ms - now_ms)
     opts = dict(plan["opts"], delay=delay_ms / 1000, repeat=repeat)
-    row, _ = add_job(conn, queue=queue, name=name, data=plan["data"], opts=opts,
-                     stored_opts=json.dumps(opts, separators=(",", ":")),
-                     job_id=occurrence_id(key, slot_ms), priority=plan["priority"],
-                     delay_ms=delay_ms, lifo=bool(opts.get("lifo")), timestamp_ms=now_ms,
-                     now_ms=now_ms, repeat_key=key)
-    return row
+    return dict(data=plan["data"], opts=opts, stored_opts=json.dumps(opts, separators=(",", ":")),
+                job_id=occurrence_id(key, slot_ms), priority=plan["priority"],
+                delay_ms=delay_ms, lifo=bool(opts.get("lifo")), timestamp_ms=now_ms,
+                now_ms=now_ms, repeat_key=key)
 
 
 def remove_occurrences(conn: Any, *, queue: str, key: str, now_ms: int) -> list[Row]:
@@ -69,7 +77,7 @@ def remove_occurrences(conn: Any, *, queue: str, key: str, now_ms: int) -> list[
 
     :returns: the rows of the jobs removed.
     """
-    prefix = _occurrence_prefix(key)
+    prefix = occurrence_prefix(key)
     # A range on the custom-id index: ";" follows ":" in ASCII, so [lo, hi) is the prefix.
     rows: list[Row] = conn.execute(
         "DELETE FROM jobs WHERE queue = :q AND job_id >= :lo AND job_id < :hi"

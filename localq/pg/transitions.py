@@ -26,7 +26,6 @@ SQLite module (its docstring holds the table); only the SQL differs. What Postgr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from typing import Any, Iterable, Sequence
@@ -40,6 +39,7 @@ from ..options import NO_PRIORITY
 from ..states import CLEAN_STATES
 from ..moves.finishing import attempt_outcome
 from ..moves.job_admin import check_writable
+from ..moves.occurrences import occurrence_fields, occurrence_id, occurrence_prefix
 from ..transitions import auto_rowid
 from ._sql import J_COLUMNS as _J_COLUMNS
 from ._sql import JOB_COLUMNS, WATCHED, Row, emit, public_id
@@ -631,16 +631,6 @@ def delete_queue(conn: Any, *, queue: str, force: bool, now_ms: int) -> int:
 
 # -- repeat occurrences (the schedules themselves live in localq/pg/repeats.py) ------------
 
-def occurrence_id(key: str, slot_ms: int) -> str:
-    """Return the job id of schedule *key*'s occurrence at *slot_ms*: ``repeat:<hash>:<slot>``
-    (deterministic: two schedulers creating one slot create one job)."""
-    return f"{_occurrence_prefix(key)}{slot_ms}"
-
-
-def _occurrence_prefix(key: str) -> str:
-    return f"repeat:{hashlib.sha256(key.encode()).hexdigest()[:16]}:"
-
-
 def _schedule_removed(conn: Any, queue: str, opts: dict[str, Any]) -> bool:
     """Whether *opts* are those of a repeat occurrence whose schedule no longer exists."""
     repeat = opts.get("repeat")
@@ -660,14 +650,9 @@ def create_occurrence(conn: Any, *, queue: str, key: str, name: str, template: s
     :param template: JSON ``{"data": text, "opts": stored options, "priority": p}``.
     :param repeat: what ``job.opts["repeat"]`` holds (the options, ``key`` and ``count``).
     """
-    plan = json.loads(template)
-    delay_ms = max(0, slot_ms - now_ms)
-    opts = dict(plan["opts"], delay=delay_ms / 1000, repeat=repeat)
-    row, _ = add_job(conn, queue=queue, name=name, data=plan["data"], opts=opts,
-                     stored_opts=json.dumps(opts, separators=(",", ":")),
-                     job_id=occurrence_id(key, slot_ms), priority=plan["priority"],
-                     delay_ms=delay_ms, lifo=bool(opts.get("lifo")), timestamp_ms=now_ms,
-                     now_ms=now_ms, repeat_key=key)
+    row, _ = add_job(conn, queue=queue, name=name,
+                     **occurrence_fields(key=key, template=template, repeat=repeat,
+                                         slot_ms=slot_ms, now_ms=now_ms))
     return row
 
 
@@ -682,7 +667,7 @@ def remove_occurrences(conn: Any, *, queue: str, key: str, now_ms: int) -> list[
     # No id range here as on SQLite: under a linguistic collation ";" need not sort after ":".
     rows = _rows(conn, "DELETE FROM jobs WHERE queue = %(q)s AND state IN ('waiting', 'delayed')"
                  " AND repeat_key = %(k)s AND starts_with(job_id, %(p)s)"
-                 f" RETURNING {JOB_COLUMNS}", {"q": queue, "k": key, "p": _occurrence_prefix(key)})
+                 f" RETURNING {JOB_COLUMNS}", {"q": queue, "k": key, "p": occurrence_prefix(key)})
     rows.sort()
     _emit_many(conn, queue, [("removed", public_id(r[0], r[1]), None) for r in rows], now_ms)
     return rows
