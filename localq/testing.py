@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import ConfigError
 from .runner import call_handler, execute, settle  # noqa: F401 (call_handler: moved to runner)
+from .worker import names_for
 
 if TYPE_CHECKING:
     from .job import Job
@@ -100,11 +101,11 @@ def run_until_idle(queue: Queue, handler: Callable[[Job], Any], *, name: str = "
     :param handler: ``handler(job)`` returns the result or raises; ``async def`` works too.
     :param name: run only jobs with this name (``"*"``: all).
     :returns: how many attempts ran (a job that failed and was retried counts twice).
-    :raises ConfigError: *handler* is not callable.
+    :raises ConfigError: *handler* is not callable, or *name* is not a job name.
     """
     if not callable(handler):
         raise ConfigError("handler must be callable")
-    names = None if name == "*" else [name]
+    names = names_for(queue, name)
     ran = 0
     while True:
         queue._scheduler_tick()

@@ -34,6 +34,18 @@ __all__ = ["Worker"]
 Handler = Union[Callable[["Job"], Any], str]
 
 
+
+def names_for(queue: Queue, name: str) -> list[str] | None:
+    """The claim's name filter for *name* (``"*"``: None, any name).
+
+    :raises ConfigError: *name* is not a non-empty str, or text the database cannot hold
+        (else every claim would fail).
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"name must be a job name or '*', not {name!r}")
+    check_text(name, "name", nul=queue._backend.nul_in_text)
+    return None if name == "*" else [name]
+
 class Worker:
     """Process the jobs of *queue* with *handler* (see API.md "Processing").
 
@@ -49,9 +61,7 @@ class Worker:
 
     def __init__(self, queue: Queue, handler: Handler, *, name: str = "*", concurrency: int = 1,
                  sandbox: bool = False, autorun: bool = True) -> None:
-        if not isinstance(name, str) or not name:
-            raise ConfigError(f"name must be a job name or '*', not {name!r}")
-        check_text(name, "name", nul=queue._backend.nul_in_text)  # else every claim would fail
+        names = names_for(queue, name)
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigError(f"concurrency must be an int >= 1, not {concurrency!r}")
         if not isinstance(sandbox, bool):
@@ -71,7 +81,7 @@ class Worker:
             self._handler = handler
         else:
             raise ConfigError("handler must be a callable or a 'package.module:function' string")
-        self._names = None if name == "*" else [name]
+        self._names = names
         self._cond = threading.Condition()
         self._claim_lock = threading.Lock()
         self._threads: list[threading.Thread] = []

@@ -130,3 +130,15 @@ def test_run_until_idle_counts_attempts_and_honours_name(queue: localq.Queue):
 def test_run_until_idle_refuses_a_non_callable(queue: localq.Queue):
     with pytest.raises(localq.ConfigError):
         run_until_idle(queue, "not callable")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["", 7, "lone \ud800", "a\x00b"])
+def test_run_until_idle_refuses_a_name_no_job_can_have(queue: localq.Queue, name: object,
+                                                       backend: str):
+    queue.add({}, name="a\x00b" if backend == "sqlite" else "a")
+    if name == "a\x00b" and backend == "sqlite":  # SQLite text holds NUL: a real name
+        assert run_until_idle(queue, lambda job: "ok", name=name) == 1  # type: ignore[arg-type]
+        return
+    with pytest.raises(localq.ConfigError, match="name"):
+        run_until_idle(queue, lambda job: "ok", name=name)  # type: ignore[arg-type]
+    assert queue.get_job_counts("waiting") == {"waiting": 1}
