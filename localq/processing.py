@@ -320,8 +320,8 @@ class Processing:
     def get_workers(self) -> list[dict[str, Any]]:
         """Return the live workers of this queue, in every process: dicts with ``id``, ``pid``,
         ``host``, ``started`` (epoch seconds) and ``concurrency``. Rows left by dead processes
-        are not listed (a read only: the scheduler deletes them, so ``localq stats`` never
-        writes, and works on a file it may only read)."""
+        are not listed (a read of the database only: the scheduler deletes them, so ``localq
+        stats`` never writes to it, and works on a file it may only read)."""
         rows = self._store.query(
             "SELECT id, pid, host, started_ms, concurrency, lease FROM workers WHERE queue = :q"
             " ORDER BY started_ms, id", {"q": self.name})

@@ -162,7 +162,8 @@ class Worker:
         self.queue._watcher._wake(False)
 
     def pause(self, wait: bool = True) -> None:
-        """Stop taking jobs (this worker only); unless *wait* is False, wait for running ones."""
+        """Stop taking jobs (this worker only); unless *wait* is False, wait for running ones
+        and for a claim in flight, so that no job starts after this returns."""
         with self._cond:
             self._paused = True
         self.queue._watcher._wake(False)
