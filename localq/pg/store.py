@@ -37,7 +37,8 @@ from .errors import connect_error, refused, translate
 from .notify import KEEPALIVES, Notifier
 from .url import parse_url, remember
 
-__all__ = ["DURABILITY_MODES", "PgStore", "translate_params"]
+__all__ = ["DURABILITY_MODES", "MIN_SERVER_VERSION", "PgStore", "check_server_version",
+           "translate_params"]
 
 DURABILITY_MODES = ("safe", "full", "normal")
 
@@ -47,6 +48,23 @@ _abandoned: list[Any] = []
 
 #: ``:name`` outside quotes and not part of a ``::`` cast.
 _SQLITE_PARAM = re.compile(r"'[^']*'|(?<![:\w]):([A-Za-z_]\w*)")
+
+
+#: The oldest server localq runs on (``server_version_num``): the README promises 14.
+MIN_SERVER_VERSION = 140000
+
+
+def check_server_version(version: int, shown: str) -> None:
+    """Refuse a server older than :data:`MIN_SERVER_VERSION` before anything is created on it.
+
+    :param version: the server's ``server_version_num`` (libpq reports it at connection).
+    :raises DatabaseError: the server is too old.
+    """
+    if version < MIN_SERVER_VERSION:
+        raise DatabaseError(
+            f"{shown} runs PostgreSQL {version // 10000}.{version % 10000}; localq needs"
+            f" {MIN_SERVER_VERSION // 10000} or newer: upgrade the server, or use a SQLite"
+            " file path", path=shown)
 
 
 def translate_params(sql_text: str) -> str:
@@ -172,6 +190,7 @@ class PgStore:
         return version
 
     def _check_and_migrate(self, conn: psycopg.Connection[Any]) -> None:
+        check_server_version(conn.info.server_version, self.path)
         try:
             if self._read_version(conn) == schema.SCHEMA_VERSION:
                 return  # the common case: no lock, no DDL

@@ -302,3 +302,13 @@ def test_query_accepts_sqlite_style_parameters(store: PgStore) -> None:
                        " AND id::text = :id", {"q": "q", "id": "1"}) == [(1,)]
     assert store.wal_size() == 0
     store.checkpoint(truncate=True)
+
+
+def test_a_server_older_than_14_is_refused_with_what_to_do(store: PgStore) -> None:
+    from localq.pg.store import MIN_SERVER_VERSION, check_server_version
+
+    check_server_version(MIN_SERVER_VERSION, "x")  # 14.0 is enough
+    with store.connection() as conn:
+        check_server_version(conn.info.server_version, store.path)  # the test server is
+    with pytest.raises(DatabaseError, match=r"PostgreSQL 13\.12; localq needs 14 or newer"):
+        check_server_version(130012, "postgresql://h/db")
