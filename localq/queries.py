@@ -12,34 +12,12 @@ from typing import Any, Sequence
 
 from . import serializers
 from ._db import Store
+from .listing import LIST_ORDER, shown_state, window
 from .transitions import JOB_COLUMNS, STATE_IS, pick_statement, public_id, rowid_of
 
 __all__ = ["active_jobs", "count_events_after", "counts", "events_after", "job_row",
            "job_state", "list_jobs", "logs", "outcome", "queue_names", "recent_events", "rowid",
            "runnable"]
-
-
-_ORDER = {
-    # (sql state, index-friendly ORDER BY for ascending)
-    "waiting": ("waiting", "priority, seq, id"),
-    "paused": ("waiting", "priority, seq, id"),
-    "delayed": ("delayed", "run_at_ms, id"),
-    "active": ("active", "processed_on_ms, id"),
-    "completed": ("completed", "finished_on_ms, id"),
-    "failed": ("failed", "finished_on_ms, id"),
-}
-
-
-def _window(start: int, end: int) -> tuple[int, int, slice]:
-    """Return (LIMIT, OFFSET, slice of the fetched rows) for Bull's inclusive [start, end].
-
-    Negative indexes count from the end, as Redis LRANGE does in Bull; they need the whole
-    list, so only non-negative ranges are pushed down to SQL.
-    """
-    stop = None if end == -1 else end + 1
-    if start < 0 or end < -1:
-        return -1, 0, slice(start, stop)
-    return max(0, end - start + 1) if end >= 0 else -1, start, slice(None)
 
 
 def _paused(conn: Any, queue: str) -> bool:
@@ -71,11 +49,7 @@ def job_state(store: Store, rid: int, now_ms: int) -> str | None:
     if not rows:
         return None
     state, expires, paused = rows[0]
-    if state == "waiting" and paused:
-        return "paused"
-    if state == "active" and expires is not None and expires < now_ms:
-        return "stuck"
-    return str(state)
+    return shown_state(state, expires, bool(paused), now_ms)
 
 
 def list_jobs(store: Store, queue: str, states: Sequence[str], start: int, end: int,
@@ -89,10 +63,10 @@ def list_jobs(store: Store, queue: str, states: Sequence[str], start: int, end: 
         for state in dict.fromkeys(states):
             if (state == "paused") != paused and state in ("waiting", "paused"):
                 continue  # waiting jobs show as "paused" while the queue is paused
-            sql_state, order = _ORDER[state]
+            sql_state, order = LIST_ORDER[state]
             if not asc:
                 order = ", ".join(f"{col.strip()} DESC" for col in order.split(","))
-            limit, offset, cut = _window(start, end)
+            limit, offset, cut = window(start, end, everything=-1)
             # The state is spelled out and the queue is +:q: see _STATE_COUNT.
             rows = conn.execute(
                 f"SELECT {JOB_COLUMNS} FROM jobs WHERE queue = +:q AND {STATE_IS[sql_state]}"
@@ -117,7 +91,7 @@ def counts(store: Store, queue: str, states: Sequence[str]) -> dict[str, int]:
     with store.read() as conn:
         paused = _paused(conn, queue)
         for state in states:
-            sql_state = _ORDER[state][0]
+            sql_state = LIST_ORDER[state][0]
             if state in ("waiting", "paused") and (state == "paused") != paused:
                 out[state] = 0
                 continue
@@ -132,7 +106,7 @@ def logs(store: Store, rid: int, start: int, end: int, asc: bool) -> tuple[list[
         total = int(conn.execute("SELECT count(*) FROM job_logs WHERE job = :id",
                                  {"id": rid}).fetchall()[0][0])
         order = "ASC" if asc else "DESC"
-        limit, offset, cut = _window(start, end)
+        limit, offset, cut = window(start, end, everything=-1)
         rows = conn.execute(f"SELECT row FROM job_logs WHERE job = +:id ORDER BY id {order}"
                             " LIMIT +:limit OFFSET +:offset",
                             {"id": rid, "limit": limit, "offset": offset}).fetchall()

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 from .store import PgStore
 from .. import serializers
+from ..listing import LIST_ORDER, shown_state, window
 from ._sql import WATCHED
 from .transitions import JOB_COLUMNS, auto_rowid, public_id, rowid_of
 
@@ -30,29 +31,10 @@ __all__ = ["active_jobs", "count_events_after", "counts", "events_after", "job_r
            "recent_events", "rowid", "runnable"]
 
 
-_ORDER = {
-    # (sql state, index-friendly ORDER BY for ascending)
-    "waiting": ("waiting", "priority, seq, id"),
-    "paused": ("waiting", "priority, seq, id"),
-    "delayed": ("delayed", "run_at_ms, id"),
-    "active": ("active", "processed_on_ms, id"),
-    "completed": ("completed", "finished_on_ms, id"),
-    "failed": ("failed", "finished_on_ms, id"),
-}
-
 _ID_BITS = 64
 _ID_MASK = (1 << _ID_BITS) - 1
 #: How long :func:`last_event_id` waits for transactions in flight to end (seconds).
 _SETTLE = 2.0
-
-
-def _window(start: int, end: int) -> tuple[int | None, int, slice]:
-    """Return (LIMIT or None for all, OFFSET, slice of the fetched rows) for Bull's
-    inclusive [start, end]; negative indexes count from the end and need the whole list."""
-    stop = None if end == -1 else end + 1
-    if start < 0 or end < -1:
-        return None, 0, slice(start, stop)
-    return (max(0, end - start + 1) if end >= 0 else None), start, slice(None)
 
 
 def _paused(conn: Any, queue: str) -> bool:
@@ -88,11 +70,7 @@ def job_state(store: PgStore, rid: int, now_ms: int) -> str | None:
     if not rows:
         return None
     state, expires, paused = rows[0]
-    if state == "waiting" and paused:
-        return "paused"
-    if state == "active" and expires is not None and expires < now_ms:
-        return "stuck"
-    return str(state)
+    return shown_state(state, expires, bool(paused), now_ms)
 
 
 def list_jobs(store: PgStore, queue: str, states: Sequence[str], start: int, end: int,
@@ -106,10 +84,10 @@ def list_jobs(store: PgStore, queue: str, states: Sequence[str], start: int, end
         for state in dict.fromkeys(states):
             if (state == "paused") != paused and state in ("waiting", "paused"):
                 continue  # waiting jobs show as "paused" while the queue is paused
-            sql_state, order = _ORDER[state]
+            sql_state, order = LIST_ORDER[state]
             if not asc:
                 order = ", ".join(f"{col.strip()} DESC" for col in order.split(","))
-            limit, offset, cut = _window(start, end)
+            limit, offset, cut = window(start, end, everything=None)
             rows = conn.execute(
                 f"SELECT {JOB_COLUMNS} FROM jobs WHERE queue = %(q)s AND state = %(s)s"
                 f" ORDER BY {order} LIMIT %(limit)s OFFSET %(offset)s",
@@ -124,7 +102,7 @@ def counts(store: PgStore, queue: str, states: Sequence[str]) -> dict[str, int]:
     with store.read() as conn:
         rows = conn.execute(
             "SELECT state, count(*) FROM jobs WHERE queue = %(q)s AND state = ANY(%(s)s::text[])"
-            " GROUP BY state", {"q": queue, "s": sorted({_ORDER[s][0] for s in states})}
+            " GROUP BY state", {"q": queue, "s": sorted({LIST_ORDER[s][0] for s in states})}
         ).fetchall()
         paused = _paused(conn, queue) if {"waiting", "paused"} & set(states) else False
     found = dict(rows)
@@ -133,7 +111,7 @@ def counts(store: PgStore, queue: str, states: Sequence[str]) -> dict[str, int]:
         if state in ("waiting", "paused") and (state == "paused") != paused:
             out[state] = 0
         else:
-            out[state] = int(found.get(_ORDER[state][0], 0))
+            out[state] = int(found.get(LIST_ORDER[state][0], 0))
     return out
 
 
@@ -143,7 +121,7 @@ def logs(store: PgStore, rid: int, start: int, end: int, asc: bool) -> tuple[lis
         total = int(conn.execute("SELECT count(*) FROM job_logs WHERE job = %(id)s",
                                  {"id": rid}).fetchall()[0][0])
         order = "ASC" if asc else "DESC"
-        limit, offset, cut = _window(start, end)
+        limit, offset, cut = window(start, end, everything=None)
         rows = conn.execute(f"SELECT row FROM job_logs WHERE job = %(id)s ORDER BY id {order}"
                             " LIMIT %(limit)s OFFSET %(offset)s",
                             {"id": rid, "limit": limit, "offset": offset}).fetchall()

@@ -189,19 +189,17 @@ def test_sql_is_never_built_from_values(module: tuple[str, ast.Module]) -> None:
 
 def test_the_allowed_fragments_are_fixed_strings() -> None:
     # The fragments allowed above must stay constants chosen by localq, never user values.
-    from localq import queries
+    from localq.listing import LIST_ORDER
     from localq.moves import rows
     for fragment in (rows.JOB_COLUMNS, rows.TAIL, rows.NEXT_ID):
         assert isinstance(fragment, str) and ":" not in fragment.replace(":tail", "")
     assert all(isinstance(order, str) and re.fullmatch(r"[a-z_, ]+", order)
-               for _, order in queries._ORDER.values())
-    from localq.pg import queries as pg_queries
+               for _, order in LIST_ORDER.values())
     from localq.pg import transitions as pg_transitions
     for fragment in (pg_transitions.JOB_COLUMNS, pg_transitions._J_COLUMNS,
                      pg_transitions._TAIL, pg_transitions._NOTIFY, pg_transitions._WATCHED):
         assert isinstance(fragment, str)
         assert set(re.findall(r"%\((\w+)\)s", fragment)) <= {"note", "q", "wall"}
-    assert pg_queries._ORDER == queries._ORDER
 
 
 def test_the_scan_sees_every_module() -> None:

@@ -265,10 +265,11 @@ def test_every_per_state_read_and_clean_uses_its_partial_index(tmp_path: Path,
     """Counting, listing and cleaning one state must not scan or sort every job: with a
     million waiting jobs, counting the completed ones scanned the table (300 ms)."""
     from localq import queries, transitions
+    from localq.listing import LIST_ORDER
 
     with localq.Queue("q", path=tmp_path / "q.db") as q:
         where = f"queue = +:q AND {transitions.STATE_IS[state]}"
-        order = queries._ORDER[state][1]
+        order = LIST_ORDER[state][1]
         statements = [
             queries._STATE_COUNT[state],
             f"SELECT id FROM jobs WHERE {where} ORDER BY {order} LIMIT 10",
