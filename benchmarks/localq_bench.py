@@ -116,10 +116,22 @@ class LocalqAdapter:
 
     def pages_written(self) -> int | None:
         """Pages written to the WAL by every connection of the queue so far."""
-        return sum(int(c.status(apsw.SQLITE_DBSTATUS_CACHE_WRITE)[0]) for c in self._conns)
+        return sum(_cache_writes(c) for c in self._conns)
 
     def close(self) -> None:
         self.queue.close()
+
+
+def _cache_writes(conn: apsw.Connection) -> int:
+    # The queue's scheduler and renewal threads keep using their own connections while the
+    # run is measured; apsw refuses a call on a connection another thread is inside of, for
+    # the few microseconds that thread needs.
+    for _ in range(1000):
+        try:
+            return int(conn.status(apsw.SQLITE_DBSTATUS_CACHE_WRITE)[0])
+        except apsw.ThreadingViolationError:
+            time.sleep(0.001)
+    return int(conn.status(apsw.SQLITE_DBSTATUS_CACHE_WRITE)[0])
 
 
 def _path(workdir: str) -> str:
