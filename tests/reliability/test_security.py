@@ -47,6 +47,18 @@ def _trees() -> Iterator[tuple[str, ast.AST]]:
         yield module.name, ast.parse(module.read_text(encoding="utf-8"), str(module))
 
 
+def _calls(names: set[str]) -> Iterator[tuple[str, ast.Call, str]]:
+    """Every call in localq of a function or method named in *names*: (module, node, name)."""
+    for module, tree in _trees():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+            if called in names:
+                yield module, node, called
+
+
 def _imported(node: ast.AST) -> list[str]:
     if isinstance(node, ast.Import):
         return [alias.name.split(".")[0] for alias in node.names]
@@ -79,19 +91,12 @@ def test_localq_never_evaluates_strings_and_imports_by_name_only_in_the_worker()
 def test_what_the_worker_imports_never_comes_from_a_job() -> None:
     """Every call that imports by name takes an argument that no job touched."""
     importers = []
-    for name, tree in _trees():
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.Call):
-                continue
-            func = node.func
-            called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
-            if called not in IMPORTERS:
-                continue
-            used = {n.id for arg in node.args for n in ast.walk(arg) if isinstance(n, ast.Name)}
-            used |= {n.attr for arg in node.args for n in ast.walk(arg)
-                     if isinstance(n, ast.Attribute)}
-            importers.append((name, called, sorted(used)))
-            assert not used & JOB_NAMES, (name, node.lineno, called, used)
+    for name, node, called in _calls(IMPORTERS):
+        used = {n.id for arg in node.args for n in ast.walk(arg) if isinstance(n, ast.Name)}
+        used |= {n.attr for arg in node.args for n in ast.walk(arg)
+                 if isinstance(n, ast.Attribute)}
+        importers.append((name, called, sorted(used)))
+        assert not used & JOB_NAMES, (name, node.lineno, called, used)
     assert {name for name, _, _ in importers} >= {"runner.py", "worker.py"}, importers
 
 
@@ -99,18 +104,11 @@ def test_localq_never_opens_or_deletes_the_wal_or_shm_itself() -> None:
     """Deleting ``-wal`` loses committed jobs (test_bad_files); only SQLite touches them."""
     touching = {"open", "remove", "unlink", "truncate", "rename", "replace"}
     offenders = []
-    for name, tree in _trees():
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.Call):
-                continue
-            func = node.func
-            called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
-            if called not in touching:
-                continue
-            strings = [c.value for arg in node.args for c in ast.walk(arg)
-                       if isinstance(c, ast.Constant) and isinstance(c.value, str)]
-            if any(s.endswith(("-wal", "-shm", "-journal")) for s in strings):
-                offenders.append((name, node.lineno))
+    for name, node, _ in _calls(touching):
+        strings = [c.value for arg in node.args for c in ast.walk(arg)
+                   if isinstance(c, ast.Constant) and isinstance(c.value, str)]
+        if any(s.endswith(("-wal", "-shm", "-journal")) for s in strings):
+            offenders.append((name, node.lineno))
     assert offenders == []
 
 
