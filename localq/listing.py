@@ -3,7 +3,9 @@ listed state means, Bull's inclusive ``[start, end]`` ranges, and the state a jo
 
 from __future__ import annotations
 
-__all__ = ["LIST_ORDER", "shown_state", "window"]
+from typing import Any, Sequence
+
+__all__ = ["LIST_ORDER", "queue_names_in", "shown_state", "window"]
 
 #: Listed state -> (stored state, ascending ORDER BY that its index serves).
 LIST_ORDER = {
@@ -40,3 +42,26 @@ def shown_state(state: str, lock_expires_ms: int | None, queue_paused: bool,
     if state == "active" and lock_expires_ms is not None and lock_expires_ms < now_ms:
         return "stuck"
     return str(state)
+
+
+def queue_names_in(conn: Any, next_queue: Sequence[str]) -> list[str]:
+    """Return the names of every queue, sorted: queues with jobs, paused queues, queues with a
+    repeat schedule and queues with a registered worker (read on *conn*'s snapshot).
+
+    :param next_queue: one statement per partial index giving the smallest queue name after
+        the parameter ``after`` that has a job in that state (one index seek each, so listing
+        queues costs O(queues * log jobs), not a scan of every job).
+    """
+    names: set[str] = set()
+    for sql in next_queue:
+        last = ""
+        while True:
+            found = conn.execute(sql, {"after": last}).fetchall()[0][0]
+            if found is None:
+                break
+            last = str(found)
+            names.add(last)
+    for sql in ("SELECT name FROM queues", "SELECT DISTINCT queue FROM repeats",
+                "SELECT DISTINCT queue FROM workers"):
+        names.update(str(row[0]) for row in conn.execute(sql).fetchall())
+    return sorted(names)

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from . import serializers
 from ._db import Store
-from .listing import LIST_ORDER, shown_state, window
+from .listing import LIST_ORDER, queue_names_in, shown_state, window
 from .transitions import JOB_COLUMNS, STATE_IS, pick_statement, public_id, rowid_of
 
 __all__ = ["active_jobs", "count_events_after", "counts", "events_after", "job_row",
@@ -187,24 +187,8 @@ _NEXT_QUEUE = (
 def queue_names(store: Store) -> list[str]:
     """Return the names of every queue of the file, sorted: queues with jobs, paused queues,
     queues with a repeat schedule and queues with a registered worker."""
-    names: set[str] = set()
     with store.read() as conn:
-        for sql in _NEXT_QUEUE:
-            after = ""
-            while True:
-                found = _first(conn, sql, {"after": after})
-                if found is None:
-                    break
-                after = str(found)
-                names.add(after)
-        for sql in ("SELECT name FROM queues", "SELECT DISTINCT queue FROM repeats",
-                    "SELECT DISTINCT queue FROM workers"):
-            names.update(str(row[0]) for row in conn.execute(sql).fetchall())
-    return sorted(names)
-
-
-def _first(conn: Any, sql: str, params: Any) -> Any:
-    return conn.execute(sql, params).fetchall()[0][0]
+        return queue_names_in(conn, _NEXT_QUEUE)
 
 
 def active_jobs(store: Store, queue: str, limit: int) -> list[tuple[str, str, Any, float | None]]:

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from .store import PgStore
 from .. import serializers
-from ..listing import LIST_ORDER, shown_state, window
+from ..listing import LIST_ORDER, queue_names_in, shown_state, window
 from ._sql import WATCHED
 from .transitions import JOB_COLUMNS, auto_rowid, public_id, rowid_of
 
@@ -233,20 +233,8 @@ _NEXT_QUEUE = (
 def queue_names(store: PgStore) -> list[str]:
     """Return the names of every queue of the schema, sorted: queues with jobs, paused queues,
     queues with a repeat schedule and queues with a registered worker."""
-    names: set[str] = set()
     with store.read() as conn:
-        for sql in _NEXT_QUEUE:
-            after = ""
-            while True:
-                found = conn.execute(sql, {"after": after}).fetchall()[0][0]
-                if found is None:
-                    break
-                after = str(found)
-                names.add(after)
-        for sql in ("SELECT name FROM queues", "SELECT DISTINCT queue FROM repeats",
-                    "SELECT DISTINCT queue FROM workers"):
-            names.update(str(row[0]) for row in conn.execute(sql).fetchall())
-    return sorted(names)
+        return queue_names_in(conn, _NEXT_QUEUE)
 
 
 def active_jobs(store: PgStore, queue: str, limit: int
