@@ -68,20 +68,35 @@ def advance(conn: Any, *, queue: str, key: str, now_ms: int, force: bool = False
         removed by ``job.remove()`` or ``q.empty()``).
     :returns: the new occurrence's row, or None when nothing was due or the schedule ended.
     """
-    from .repeat import RepeatSpec  # croniter costs ~30 ms to import: only when needed
-
     rows = conn.execute(_SCHEDULE, {"q": queue, "k": key}).fetchall()
-    if not rows or rows[0][4] is None or (rows[0][3] > now_ms and not force):
+    plan = next_slot(rows[0] if rows else None, now_ms=now_ms, force=force)
+    if plan is None:
         return None
-    name, spec_text, template, slot_ms, _, count = rows[0]
-    spec = RepeatSpec.from_dict(json.loads(spec_text))
-    ended = spec.limit is not None and count >= spec.limit
-    slot = None if ended else spec.next_after(max(now_ms, slot_ms))
+    name, _, template, slot_ms, _, count = rows[0]
+    spec, slot = plan
     if slot is None or (not force and _unstarted(conn, queue, key, slot_ms)):
         conn.execute("UPDATE repeats SET next_ms = :next WHERE queue = :q AND key = :k",
                      {"next": slot, "q": queue, "k": key})
         return None
     return _occur(conn, queue, key, name, spec, template, slot, count + 1, now_ms)
+
+
+def next_slot(row: Row | None, *, now_ms: int,
+              force: bool) -> tuple[RepeatSpec, int | None] | None:
+    """Decide a schedule's next occurrence (both backends' :func:`advance`).
+
+    :param row: the schedule's (name, spec, template, slot_ms, next_ms, count), or None.
+    :returns: None when nothing is due (no schedule, it ended, or its time has not come and
+        not *force*); else its spec and the next slot (None: the limit is reached).
+    """
+    from .repeat import RepeatSpec  # croniter costs ~30 ms to import: only when needed
+
+    if row is None or row[4] is None or (row[3] > now_ms and not force):
+        return None
+    _, spec_text, _, slot_ms, _, count = row
+    spec = RepeatSpec.from_dict(json.loads(spec_text))
+    ended = spec.limit is not None and count >= spec.limit
+    return spec, None if ended else spec.next_after(max(now_ms, slot_ms))
 
 
 def _unstarted(conn: Any, queue: str, key: str, slot_ms: int) -> bool:

@@ -14,6 +14,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from ..repeats import next_slot
 from . import transitions
 
 if TYPE_CHECKING:
@@ -39,15 +40,12 @@ def advance(conn: Any, *, queue: str, key: str, now_ms: int, force: bool = False
     :param force: create the next slot now (the pending occurrence was removed).
     :returns: the new occurrence's row, or None when nothing was due or the schedule ended.
     """
-    from ..repeat import RepeatSpec  # croniter costs ~30 ms to import: only when needed
-
     rows = _rows(conn, _SCHEDULE, {"q": queue, "k": key})
-    if not rows or rows[0][4] is None or (rows[0][3] > now_ms and not force):
+    plan = next_slot(rows[0] if rows else None, now_ms=now_ms, force=force)
+    if plan is None:
         return None
-    name, spec_text, template, slot_ms, _, count = rows[0]
-    spec = RepeatSpec.from_dict(json.loads(spec_text))
-    ended = spec.limit is not None and count >= spec.limit
-    slot = None if ended else spec.next_after(max(now_ms, slot_ms))
+    name, _, template, slot_ms, _, count = rows[0]
+    spec, slot = plan
     if slot is None or (not force and _unstarted(conn, queue, key, slot_ms)):
         conn.execute("UPDATE repeats SET next_ms = %(next)s::bigint WHERE queue = %(q)s"
                      " AND key = %(k)s", {"next": slot, "q": queue, "k": key})
